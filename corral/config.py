@@ -222,8 +222,13 @@ class VM:
 
     @property
     def login_user(self) -> str:
-        """The guest's login user: named like the host user, as Lima does it."""
-        return _host_user()
+        """The guest's login user: named like the host user, as Lima does it.
+
+        A host user ``root`` (CI, ``sudo``) gets ``corral`` instead: the agent must not
+        log in as root.
+        """
+        user = _host_user()
+        return "corral" if user == "root" else user
 
     @property
     def agent(self) -> str:

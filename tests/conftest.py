@@ -24,3 +24,6 @@ def pytest_runtest_makereport(item, call):
     if IN_CI and report.skipped and item.get_closest_marker("integration"):
         report.outcome = "failed"
         report.longrepr = f"integration test skipped in CI: {report.longrepr}"
+
+# Fixture modules, each owned by the part of corral it sets up.
+pytest_plugins = ["tests.fixtures.incus", "tests.fixtures.provisioned"]
