@@ -8,8 +8,8 @@ import glob
 import os
 import re
 import types
-from dataclasses import dataclass
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -342,7 +342,7 @@ def load_inventory(path: Path | None = None, *, cwd: Path | None = None) -> Inve
         try:
             settings = VMSettings.model_validate(merged)
         except ValidationError as err:
-            problems.extend(_describe(err, shown, raw_name, entry))
+            problems.extend(_describe(err, shown, raw_name, entry, defaults))
             continue
         vm, vm_problems = _resolve(name, raw_name, settings, entry, path, shown, cwd)
         problems.extend(vm_problems)
@@ -486,15 +486,27 @@ def _pem_problem(cert: Path) -> str | None:
     return None
 
 
-def _describe(err: ValidationError, shown: str, raw_name: str, entry: dict) -> list[str]:
+def _describe(
+    err: ValidationError, shown: str, raw_name: str, entry: dict, defaults: dict
+) -> list[str]:
     """One compiler-style line for each problem pydantic found."""
     lines = []
     for problem in err.errors():
         loc = [str(part) for part in problem["loc"]]
-        top = f"vms.{raw_name}" if _has_path(entry, loc) else "defaults"
+        top = f"vms.{raw_name}" if _blames_entry(entry, defaults, loc) else "defaults"
         where = ".".join([top, *loc])
         lines.append(f"{shown}: {where}: {_message(problem, loc)}")
     return lines
+
+
+def _blames_entry(entry: dict, defaults: dict, loc: list[str]) -> bool:
+    """Whether the VM's own entry (rather than ``defaults``) holds the value at ``loc``."""
+    if _has_path(entry, loc):
+        return True
+    if _has_path(defaults, loc):
+        return False
+    # A missing key: blame whichever side wrote the mapping it is missing from.
+    return _has_path(entry, loc[:-1]) or not _has_path(defaults, loc[:-1])
 
 
 def _has_path(data: Any, loc: list[str]) -> bool:
@@ -513,7 +525,7 @@ def _message(problem: dict, loc: list[str]) -> str:
     if kind == "extra_forbidden":
         return f"unknown key{_suggest(loc[-1], _known_keys(loc[:-1]))}"
     if kind == "literal_error":
-        expected = problem["ctx"]["expected"].replace("'", "")
+        expected = problem["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
         return f"{value!r} is not one of: {expected}"
     if kind == "value_error":
         return str(problem["ctx"]["error"])
