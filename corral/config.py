@@ -85,7 +85,10 @@ class PortForward(Section):
 
 
 class BaseRole(Section):
+    # Packages added to the base set (git, curl, jq, ripgrep, fd, build tools, ...).
     extra_packages: list[str] = []
+    # Seconds apt waits for another apt/dpkg to release its lock before failing.
+    apt_lock_timeout: int = Field(default=300, ge=0)
 
 
 class SecurityRole(Section):
@@ -96,11 +99,19 @@ class SecurityRole(Section):
 class GhRole(Section):
     source: Literal["github", "distro"] = "github"
     allow_classic_token: bool = False
+    # GitHub's apt repository, its signing key and the key's pinned fingerprint.
+    repo_url: str | None = None
+    key_url: str | None = None
+    key_fingerprint: str | None = None
 
 
 class NodejsRole(Section):
     source: Literal["distro", "nodesource"] = "distro"
     major: int | None = None
+    # NodeSource's apt repository ("{major}" is replaced), its key and fingerprint.
+    nodesource_url: str | None = None
+    nodesource_key_url: str | None = None
+    nodesource_key_fingerprint: str | None = None
 
 
 class OpencodeRole(Section):
@@ -110,6 +121,9 @@ class OpencodeRole(Section):
     model_provider: Literal["azure"] = "azure"
     model: str = "gpt-4.1"
     azure_resource: str = ""
+    # Where release tarballs live and their sha256 per architecture (amd64, arm64).
+    release_url: str | None = None
+    release_sha256: dict[str, str] | None = None
 
 
 class PythonRole(Section):
@@ -121,11 +135,19 @@ class GoRole(Section):
     source: Literal["official", "distro"] = "official"
     version: str | None = None
     track: Literal["pinned", "latest"] = "pinned"
+    # Where go<version>.linux-<arch>.tar.gz lives and its sha256 per architecture.
+    url: str | None = None
+    sha256: dict[str, str] | None = None
 
 
 class RustRole(Section):
     source: Literal["rustup", "distro"] = "rustup"
     toolchain: str | None = None
+    # rustup-init: version, download location, sha256 per architecture; toolchain server.
+    rustup_version: str | None = None
+    rustup_url: str | None = None
+    rustup_sha256: dict[str, str] | None = None
+    dist_server: str | None = None
 
 
 class ShellRole(Section):

@@ -1,0 +1,1 @@
+"""The stand-in limactl and the helpers that put it on PATH."""
