@@ -223,7 +223,8 @@ class VMSettings(Section):
             raise ValueError(f"{value!r} contains '..' (use e.g. /work/app)")
         if normal in FORBIDDEN_MOUNT_POINTS:
             raise ValueError(f"{value!r} is a system folder Lima refuses (use e.g. /work/app)")
-        if normal == f"/home/{_host_user()}.linux":
+        # Lima's guest home: /home/USER.guest since Lima 2.1, still reachable as USER.linux.
+        if normal in (f"/home/{_host_user()}.linux", f"/home/{_host_user()}.guest"):
             raise ValueError(f"{value!r} is the guest's home folder (use e.g. /work/app)")
         return normal
 

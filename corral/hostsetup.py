@@ -119,22 +119,29 @@ def os_release(path: Path = Path("/etc/os-release")) -> dict[str, str]:
 
 
 def install_incus_package() -> None:
-    """Install the ``incus`` package with apt (bookworm-backports on Debian 12)."""
-    if _package_installed("incus"):
-        output.mark("ok", "package incus installed, nothing to do")
-        return
+    """Install incus (bookworm-backports on Debian 12), dnsmasq-base and debootstrap."""
+    wanted = {"incus": [], "dnsmasq-base": [], "debootstrap": []}
     release = os_release()
-    target: list[str] = []
     if release.get("ID") == "debian" and release.get("VERSION_CODENAME") == "bookworm":
+        wanted["incus"] = ["-t", "bookworm-backports"]
+    missing = [name for name in wanted if not _package_installed(name)]
+    if not missing:
+        output.mark("ok", f"packages {', '.join(wanted)} installed, nothing to do")
+        return
+    if wanted["incus"] and "incus" in missing:
         ensure_backports("bookworm")
-        target = ["-t", "bookworm-backports"]
     _apt(["update"])
-    _apt(["install", "-y", "--no-install-recommends", *target, "incus", "dnsmasq-base"])
-    output.mark("ok", "package incus installed")
+    for name in missing:
+        _apt(["install", "-y", "--no-install-recommends", *wanted[name], name])
+        output.mark("ok", f"package {name} installed")
 
 
-def ensure_backports(codename: str, apt_dir: Path = APT_SOURCES) -> None:
-    """Add ``CODENAME-backports`` on the mirror the host already uses (nothing if present)."""
+def ensure_backports(codename: str, apt_dir: Path | None = None) -> None:
+    """Add ``CODENAME-backports`` on the mirror the host already uses (nothing if present).
+
+    + apt_dir: apt's configuration folder (default ``/etc/apt``)
+    """
+    apt_dir = apt_dir or APT_SOURCES
     sources = host_sources(apt_dir)
     wanted = f"{codename}-backports"
     if any(wanted in s.suites for s in sources):
@@ -159,8 +166,9 @@ def backports_line(mirror: AptSource, codename: str) -> str:
     return f"deb {options}{mirror.uri} {codename}-backports main\n"
 
 
-def host_sources(apt_dir: Path = APT_SOURCES) -> list[AptSource]:
+def host_sources(apt_dir: Path | None = None) -> list[AptSource]:
     """Every ``deb`` entry in ``sources.list`` and ``sources.list.d`` (.list and .sources)."""
+    apt_dir = apt_dir or APT_SOURCES
     files = [apt_dir / "sources.list"]
     folder = apt_dir / "sources.list.d"
     if folder.is_dir():

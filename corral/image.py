@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -128,7 +129,10 @@ def build(image: str = "debian-13", *, rebuild: bool = False, name: str | None =
 
     # Where the host's apt gets Debian from: the guest uses the same mirror.
     sources = hostsetup.host_sources()
-    mirror = os.environ.get("CORRAL_DEBIAN_MIRROR") or _uri(hostsetup.debian_mirror(sources))
+    release = hostsetup.os_release()
+    codename = release.get("VERSION_CODENAME") if release.get("ID") == "debian" else None
+    mirror = os.environ.get("CORRAL_DEBIAN_MIRROR") or (
+        _uri(hostsetup.debian_mirror(sources, codename)) if codename else None)
     if not mirror:
         raise HostError("image.build: no Debian mirror in this host's apt sources "
                         "(set CORRAL_DEBIAN_MIRROR to a Debian archive URL)")
@@ -153,10 +157,16 @@ def build(image: str = "debian-13", *, rebuild: bool = False, name: str | None =
         archive = work / "image.tar"
         process.run(["tar", "-C", str(work), "--numeric-owner", "--xattrs", "-cf", str(archive),
                      "metadata.yaml", "templates", "rootfs"], what="packing the image")
+        # Import under a temporary alias, then swap: the old image serves until the end.
+        fresh = f"{name}.new"
+        if present(fresh):
+            process.run(["incus", "image", "delete", fresh], what=f"removing a stale {fresh}")
+        process.run(["incus", "image", "import", str(archive), "--alias", fresh],
+                    timeout=900, what=f"importing {name}")
         if present(name):
             process.run(["incus", "image", "delete", name], what=f"removing the old {name}")
-        process.run(["incus", "image", "import", str(archive), "--alias", name],
-                    timeout=900, what=f"importing {name}")
+        process.run(["incus", "image", "alias", "rename", fresh, name],
+                    what=f"naming the image {name}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     output.mark("ok", f"image {name} built and imported in {time.monotonic() - started:.0f}s")
@@ -215,8 +225,6 @@ def _dpkg_arch() -> str:
 
 
 def _digest(words: list[str]) -> str:
-    import hashlib
-
     return hashlib.sha256(" ".join(sorted(words)).encode()).hexdigest()[:8]
 
 

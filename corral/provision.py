@@ -162,15 +162,22 @@ def _pyinfra(inventory: Inventory, vms: list[VM], roles: list[str] | None, *, dr
         if dry:
             argv.append("--dry")
         log.debug("running %s", " ".join(argv))
-        last = _stream(argv, env, secrets)
+        code, last = _stream(argv, env, secrets)
         if not report_file.exists():
             raise ProvisionFailed(f"pyinfra stopped before running any operation: {last}")
         report = json.loads(report_file.read_text())
-    return outcomes_from_report(report, aliases, dry=dry)
+    outcomes = outcomes_from_report(report, aliases, dry=dry)
+    if code and not failure_lines(outcomes):
+        # pyinfra failed outside any operation (a role refused its data, a lost connection).
+        raise ProvisionFailed(f"pyinfra failed (exit {code}): {last}")
+    return outcomes
 
 
-def _stream(argv: list[str], env: dict[str, str], secrets: list[str]) -> str:
-    """Run ``argv``, copying its output line by line with secrets masked; its last line."""
+def _stream(argv: list[str], env: dict[str, str], secrets: list[str]) -> tuple[int, str]:
+    """Run ``argv``, copying its output line by line with secrets masked.
+
+    Returns its exit status and its last non-empty line.
+    """
     last = "no output"
     with subprocess.Popen(argv, cwd=paths.ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, bufsize=1) as child:
@@ -184,4 +191,4 @@ def _stream(argv: list[str], env: dict[str, str], secrets: list[str]) -> str:
             child.terminate()
             child.wait()
             raise
-    return last
+    return child.returncode, last

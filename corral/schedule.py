@@ -108,11 +108,12 @@ def parse_at(at: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def job_script(uv: str, inventory: Path, state: Path, path_env: str) -> str:
+def job_script(uv: str, inventory: Path, config: Path, state: Path, path_env: str) -> str:
     """The shell script every backend runs: vm.update from corral's checkout, logged.
 
     + uv: absolute path of ``uv`` (schedulers run with a bare PATH)
     + inventory: the inventory in use when the schedule was installed
+    + config: corral's config folder (its SSH key lives there)
     + state: corral's state folder, where ``update.log`` is kept
     + path_env: the PATH vm.update runs with (it needs incus or limactl, ssh)
     """
@@ -125,6 +126,7 @@ def job_script(uv: str, inventory: Path, state: Path, path_env: str) -> str:
         "set -u",
         f"export PATH={q(path_env)}",
         f"export CORRAL_INVENTORY={q(str(inventory))}",
+        f"export CORRAL_CONFIG_DIR={q(str(config))}",
         f"export CORRAL_STATE_DIR={q(str(state))}",
         f"log={q(str(log_file))}",
         'mkdir -p "$(dirname "$log")"',
@@ -204,9 +206,9 @@ def install(at: str = "04:00", *, host: Host | None = None) -> None:
     if not uv:
         raise HostError("host.schedule-update: uv not found on PATH (install uv first: "
                         "https://docs.astral.sh/uv/getting-started/installation/)")
-    state = paths.state_dir().resolve()
-    script = paths.config_dir().resolve() / SCRIPT_NAME
-    changed = _write(script, job_script(uv, inventory_path().resolve(), state,
+    state, config = paths.state_dir().resolve(), paths.config_dir().resolve()
+    script = config / SCRIPT_NAME
+    changed = _write(script, job_script(uv, inventory_path().resolve(), config, state,
                                         os.environ.get("PATH", "/usr/bin:/bin")), mode=0o755)
 
     # Hand the script to the scheduler this host has.

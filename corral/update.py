@@ -141,16 +141,18 @@ def render(report: VMReport) -> None:
     if report.pending:
         names = ", ".join(c.name for c in report.pending[:8])
         more = f" and {len(report.pending) - 8} more" if len(report.pending) > 8 else ""
-        output.mark("info", f"{name}: {len(report.pending)} other updates left by "
-                            f"update_policy: {report.update_policy} ({names}{more})")
+        why = ("still pending" if report.status == "failed"
+               else f"left by update_policy: {report.update_policy}")
+        count = len(report.pending)
+        output.mark("info", f"{name}: {count} other update{'s' if count > 1 else ''} {why} "
+                            f"({names}{more})")
     if report.status == "failed":
-        output.mark("fail", f"{name}: {report.error}",
-                    hint="see the lines above; run again once fixed")
+        output.mark("fail", f"{name}: {report.error}")
         return
     if report.reboot_required:
         why = f" (for {', '.join(report.reboot_packages)})" if report.reboot_packages else ""
         output.mark("warn", f"{name}: reboot required{why}",
-                    hint=f"uv run invoke vm.stop vm.start --name {name}")
+                    hint=f"uv run invoke vm.stop --name {name} vm.start --name {name}")
     if report.status == "current":
         output.mark("ok", f"{name}: nothing to do, all current ({report.seconds:.0f}s)")
     else:
@@ -411,24 +413,34 @@ class Tool:
     name: str  # as shown in the report
     role: str  # the role that installs it
     key: str  # its version key in the role's section (``version``, ``uv_version``)
-    probe: str  # key of the roles' guest probe that holds the installed version
     applies: Callable[[dict[str, Any]], bool]
+    # The installed version, from the roles' guest probe (None when not installed).
+    installed: Callable[[dict[str, Any], str], str | None]
+    # Whether ``track: latest`` can be followed (release tarballs need pinned sums).
+    can_track: bool = True
 
 
-def _tool_version(tool: Tool, facts: dict[str, Any]) -> str | None:
-    value = facts.get(tool.probe) or None
-    if tool.name == "go" and value:
-        return value.removeprefix("go")
-    return value
+def _rust_installed(facts: dict[str, Any], wanted: str) -> str | None:
+    """The pinned toolchain when rustup has it, else the first one it has."""
+    names = [t.split("-")[0] for t in facts.get("rust_toolchains") or []]
+    return wanted if wanted in names else (names[0] if names else None)
 
 
 TOOLS = (
-    Tool("opencode-ai", "opencode", "version", "opencode_npm",
-         lambda d: d.get("opencode_source") == "npm"),
-    Tool("uv", "python", "uv_version", "uv", lambda d: "python" in d["toolchains"]),
-    Tool("go", "go", "version", "go",
-         lambda d: "go" in d["toolchains"] and d.get("go_source") == "official"),
+    Tool("opencode-ai", "opencode", "version", lambda d: d.get("opencode_source") == "npm",
+         lambda f, _: f.get("opencode_npm") or None),
+    Tool("opencode", "opencode", "version", lambda d: d.get("opencode_source") == "release",
+         lambda f, _: f.get("opencode_release") or None, can_track=False),
+    Tool("uv", "python", "uv_version", lambda d: "python" in d["toolchains"],
+         lambda f, _: f.get("uv") or None),
+    Tool("go", "go", "version",
+         lambda d: "go" in d["toolchains"] and d.get("go_source") == "official",
+         lambda f, _: (f.get("go") or "").removeprefix("go") or None),
+    Tool("rust", "rust", "toolchain",
+         lambda d: "rust" in d["toolchains"] and d.get("rust_source") == "rustup",
+         _rust_installed, can_track=False),
 )
+
 
 # Tools that come from a third-party apt repository: brought to the newest version there.
 APT_TOOLS = (
@@ -515,77 +527,104 @@ def update_vm(vm: VM, guest: Guest, provision: Callable[[VM, list[str]], None],
     + vm: the VM of the inventory
     + guest: how to reach it
     + provision: runs roles on a VM (the provisioning runner, see :func:`_provision`)
-    + report: the report to fill in (it keeps what was done when a later step fails)
+    + report: the report to fill in; when a step fails it still holds what had changed
     """
-    from deploy.roles.common import Probe, parse_probe
-    from deploy.roles.security import origins
-
     data = host_data(vm)
-    policy = vm.settings.update_policy
+    report = report or VMReport(vm.name, update_policy=vm.settings.update_policy)
     lock_timeout = int(data.get("base_apt_lock_timeout", 300))
-    report = report or VMReport(vm.name, update_policy=policy)
 
     # Refresh the package lists, waiting for an agent's apt to finish first.
     guest.run(refresh_script(lock_timeout), "apt-get update")
     state = sections(guest.run(state_script(), "reading the package state"))
     before = parse_dpkg_query(state["dpkg"])
-    distro_id, _, codename = state["os"].strip().partition("\n")
+    apt_tools = [name for name, applies in APT_TOOLS if applies(data) and name in before]
+    reasons: dict[str, str] = {}
+    try:
+        _apt_steps(vm, guest, state, apt_tools, lock_timeout, reasons)
+        _tool_steps(vm, guest, data, provision, report)
+    except StepFailed:
+        with contextlib.suppress(StepFailed):
+            _record(report, guest, before, apt_tools, reasons)
+        report.status = "failed"
+        raise
+    _record(report, guest, before, apt_tools, reasons)
+    report.status = "updated" if report.upgraded or report.installed or report.removed \
+        else "current"
+    return report
+
+
+def _apt_steps(vm: VM, guest: Guest, state: dict[str, str], apt_tools: list[str],
+               lock_timeout: int, reasons: dict[str, str]) -> None:
+    """Security updates, the apt-packaged tools, then the rest per policy.
+
+    Fills ``reasons`` with why each package was upgraded.
+    """
+    from deploy.roles.security import origins
 
     # Security updates first, from the same origins unattended-upgrades uses.
+    distro_id, _, codename = state["os"].strip().partition("\n")
     planned = parse_simulation(state["simulation"])
     releases = parse_releases(state["releases"])
     security = security_plan(planned, releases, origins(distro_id, codename.strip()))
-    reasons = {p.name: "security" for p in security}
+    reasons.update({p.name: "security" for p in security})
     if security:
         guest.run(upgrade_script([p.name for p in security], lock_timeout),
                   "applying security updates")
 
     # The tools that come from third-party apt repositories: the newest there.
-    apt_tools = [name for name, applies in APT_TOOLS if applies(data) and name in before]
     tools_planned = [p for p in planned if p.name in apt_tools and p.name not in reasons]
     if tools_planned:
+        reasons.update({p.name: "latest" for p in tools_planned})
         guest.run(upgrade_script([p.name for p in tools_planned], lock_timeout),
                   f"upgrading {', '.join(p.name for p in tools_planned)}")
-        reasons.update({p.name: "latest" for p in tools_planned})
 
     # Then the rest, when the policy says so.
-    if policy == "all":
-        guest.run(upgrade_all_script(lock_timeout), "applying all updates")
+    if vm.settings.update_policy == "all":
         reasons.update({p.name: "updates" for p in planned if p.name not in reasons})
+        guest.run(upgrade_all_script(lock_timeout), "applying all updates")
 
-    # The tools the roles install: pinned, or the newest of their channel.
+
+def _tool_steps(vm: VM, guest: Guest, data: dict[str, Any],
+                provision: Callable[[VM, list[str]], None], report: VMReport) -> None:
+    """The tools the roles install, brought to their pin or to the newest of their channel."""
+    from deploy.roles.common import Probe, parse_probe
+
     facts = parse_probe(guest.run(Probe().command(vm.agent), "reading tool versions")
                         .splitlines())
     overrides, wanted = _tool_targets(vm, data, facts, guest)
+    behind = []
     for tool in TOOLS:
         if tool.name not in wanted:
             continue
         target, reason = wanted[tool.name]
-        installed = _tool_version(tool, facts)
-        if installed == target:
+        if tool.installed(facts, target) == target:
             report.current.append(Current(tool.name, target, reason))
-    behind = [t for t in TOOLS if t.name in wanted
-              and _tool_version(t, facts) != wanted[t.name][0]]
-    if behind:
-        roles = sorted({t.role for t in behind})
-        try:
-            provision(_with_settings(vm, overrides), roles)
-        except CorralError as err:
-            raise StepFailed(f"provisioning {', '.join(roles)}", str(err)) from None
-        after_facts = parse_probe(guest.run(Probe().command(vm.agent),
-                                            "reading tool versions").splitlines())
-        for tool in behind:
-            new = _tool_version(tool, after_facts)
-            report.upgraded.append(Change(tool.name, "tool", _tool_version(tool, facts), new,
-                                          wanted[tool.name][1]))
-            if new != wanted[tool.name][0]:
-                raise StepFailed(f"provisioning {tool.role}",
-                                 f"{tool.name} is {new}, expected {wanted[tool.name][0]}")
-    for name in apt_tools:
-        if name not in reasons:
-            report.current.append(Current(name, before[name], "latest"))
+        else:
+            behind.append(tool)
+    if not behind:
+        return
 
-    # What changed, what is left, and whether the VM needs a reboot.
+    # One run of the roles concerned, with the versions resolved above.
+    roles = sorted({t.role for t in behind})
+    try:
+        provision(_with_settings(vm, overrides), roles)
+    except CorralError as err:
+        raise StepFailed(f"provisioning {', '.join(roles)}", str(err)) from None
+    after = parse_probe(guest.run(Probe().command(vm.agent), "reading tool versions")
+                        .splitlines())
+    for tool in behind:
+        target, reason = wanted[tool.name]
+        new = tool.installed(after, target)
+        report.upgraded.append(Change(tool.name, "tool", tool.installed(facts, target), new,
+                                      reason))
+        if new != target:
+            raise StepFailed(f"provisioning {tool.role}",
+                             f"{tool.name} is {new}, expected {target}")
+
+
+def _record(report: VMReport, guest: Guest, before: dict[str, str], apt_tools: list[str],
+            reasons: dict[str, str]) -> None:
+    """What changed in the packages, what is left, and whether the VM needs a reboot."""
     state = sections(guest.run(state_script(), "reading the package state"))
     upgraded, installed, removed = diff_packages(before, parse_dpkg_query(state["dpkg"]))
     for change in upgraded:
@@ -593,11 +632,14 @@ def update_vm(vm: VM, guest: Guest, provision: Callable[[VM, list[str]], None],
         change.kind = "tool" if change.name in apt_tools else "package"
     report.upgraded[:0] = upgraded
     report.installed, report.removed = installed, removed
-    report.pending = [Change(p.name, "package", p.old, p.new, "policy")
+    left = "not security" if report.update_policy == "security" else "held back"
+    report.pending = [Change(p.name, "package", p.old, p.new,
+                             "not applied" if p.name in reasons else left)
                       for p in parse_simulation(state["simulation"])]
     report.reboot_required, report.reboot_packages = parse_reboot(state["reboot"])
-    report.status = "updated" if report.upgraded or installed or removed else "current"
-    return report
+    tool_names = {c.name for c in report.upgraded}
+    report.current.extend(Current(name, before[name], "latest") for name in apt_tools
+                          if name not in tool_names)
 
 
 def _tool_targets(vm: VM, data: dict[str, Any], facts: dict[str, Any], guest: Guest
@@ -610,11 +652,11 @@ def _tool_targets(vm: VM, data: dict[str, Any], facts: dict[str, Any], guest: Gu
             continue
         section = getattr(vm.settings, tool.role)
         pinned = data.get(f"{tool.role}_{tool.key}")
-        if getattr(section, "track", "pinned") != "latest":
+        if getattr(section, "track", "pinned") != "latest" or not tool.can_track:
             if pinned:
                 wanted[tool.name] = (str(pinned), "pinned")
             continue
-        if tool.name == "opencode-ai":
+        if tool.role == "opencode":
             target = latest_npm(guest, "opencode-ai")
             overrides["opencode"] = {"version": target}
         elif tool.name == "uv":

@@ -177,6 +177,8 @@ class IncusProvider(Provider):
                 self.start(vm)
             return False
         image = self._image(vm)
+        if vm.settings.mount != "none":
+            self._require_idmapped_mounts(vm)
 
         # The container: corral's mark, limits, and the project at its mount point.
         config = {
@@ -199,7 +201,7 @@ class IncusProvider(Provider):
             self._incus(["start", vm.name], what=f"starting {vm.name}")
             self._bootstrap(vm)
         except BaseException:
-            log.warning("%s: creation failed, removing the container", vm.name)
+            log.info("%s: creation failed, removing the container", vm.name)
             self._remove(vm.name)
             raise
         return True
@@ -367,6 +369,17 @@ class IncusProvider(Provider):
             f"{vm.name}: image: Incus has no image {wanted} "
             f"(build it: sudo uv run invoke image.build --image {vm.settings.image})"
         )
+
+    def _require_idmapped_mounts(self, vm: VM) -> None:
+        """Refuse to share the project when the kernel cannot shift its owners."""
+        server = json.loads(self._incus(["query", "/1.0"], what="asking Incus").stdout)
+        features = (server.get("environment") or {}).get("kernel_features") or {}
+        if features.get("idmapped_mounts") != "true":
+            raise ProviderError(
+                f"{vm.name}: mount: this kernel has no idmapped mounts, so the project "
+                "cannot be shared with its owners intact (use Linux 5.12 or later, "
+                "or set mount: none)"
+            )
 
     def _own(self, name: str) -> None:
         if self.machine(name) is None:

@@ -58,9 +58,9 @@ class LimaProvider(Provider):
         An instance that exists is started instead (nothing to do when it runs). Lima's
         progress (image download, boot, provisioning) streams to the terminal.
         """
-        entry = next((e for e in self._instances() if e.get("name") == vm.name), None)
+        entry = self._entry(vm.name)
         if entry and not self._is_ours(entry):
-            raise self._foreign(vm.name)
+            raise self._foreign(entry)
         if entry:
             if self._machine(entry).status != RUNNING:
                 self.start(vm)
@@ -83,11 +83,11 @@ class LimaProvider(Provider):
 
     def delete(self, vm: VM) -> None:
         """Delete ``vm``'s instance (running or not) and its rendered definition."""
-        entry = next((e for e in self._instances() if e.get("name") == vm.name), None)
+        entry = self._entry(vm.name)
         if entry is None:
             return
         if not self._is_ours(entry):
-            raise self._foreign(vm.name)
+            raise self._foreign(entry)
         self._limactl(["delete", "-f", vm.name], what=f"deleting {vm.name}")
         render.lima_file(vm.name).unlink(missing_ok=True)
 
@@ -136,6 +136,10 @@ class LimaProvider(Provider):
                                     "(is limactl older than Lima 2.0?)") from None
         return instances
 
+    def _entry(self, name: str) -> dict | None:
+        """Lima's listing of instance ``name``, whoever created it; None when absent."""
+        return next((e for e in self._instances() if e.get("name") == name), None)
+
     @staticmethod
     def _is_ours(entry: dict) -> bool:
         param = entry.get("param") or (entry.get("config") or {}).get("param") or {}
@@ -153,8 +157,17 @@ class LimaProvider(Provider):
         )
 
     @staticmethod
-    def _foreign(name: str) -> ProviderError:
-        """The error for an instance ``name`` that exists but that corral did not create."""
+    def _foreign(entry: dict) -> ProviderError:
+        """The error for an instance that exists but that corral did not create.
+
+        An instance whose lima.yaml Lima cannot read shows no ``param``: say so instead.
+        """
+        name = entry.get("name")
+        if "config" not in entry and entry.get("errors"):
+            return ProviderError(
+                f"{name}: a Lima instance of that name exists but Lima cannot read it "
+                f"({entry['errors'][0]}; remove it: limactl delete -f {name})"
+            )
         return ProviderError(
             f"{name}: a Lima instance of that name exists but corral did not create it "
             f"(rename the VM in the inventory, or remove it: limactl delete {name})"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, server
 
+from deploy.roles import managed
 from deploy.roles.common import converge, probe
-from deploy.roles.managed import symlink, text_file
+from deploy.roles.managed import file_matches, symlink, text_file
 
 # Packages every agent VM gets; base_extra_packages adds to them.
 BASE_PACKAGES = [
@@ -52,7 +52,7 @@ def ca_cert_name(path: str) -> str:
     return "corral-" + Path(path).stem + ".crt"
 
 
-def managed(data: dict) -> dict[str, list[str]]:
+def probed_paths(data: dict) -> dict[str, list[str]]:
     """The paths this role manages, for the probe."""
     certs = [f"{CA_DIR}/{ca_cert_name(c)}" for c in data.get("ca_certs") or []]
     return {"files": [APT_CONF, NEEDRESTART_CONF, *certs], "links": [FD_LINK]}
@@ -60,6 +60,7 @@ def managed(data: dict) -> dict[str, list[str]]:
 
 @deploy("base")
 def base():
+    """Ensure apt never asks, the listed CAs are trusted and the base packages are there."""
     data = host.data.dict()
     guest = probe()
 
@@ -71,15 +72,13 @@ def base():
                   path=NEEDRESTART_CONF, content=needrestart_config())
 
     # Trust the CAs the inventory lists (e.g. a TLS-inspecting proxy) before any download.
-    certs = data.get("ca_certs") or []
-    changed = []
-    for cert in certs:
-        changed.append(text_file(name=f"Ensure CA {Path(cert).name} is trusted",
-                                 path=f"{CA_DIR}/{ca_cert_name(cert)}",
-                                 content=Path(cert).read_text()))
+    certs = {f"{CA_DIR}/{ca_cert_name(c)}": Path(c).read_text() for c in data.get("ca_certs") or []}
+    for dest, content in certs.items():
+        text_file(name=f"Ensure CA {Path(dest).name} is trusted", path=dest, content=content)
     if certs:
-        server.shell(name="Rebuild the CA bundle", commands=["update-ca-certificates"],
-                     _if=lambda: any(op.did_change() for op in changed))
+        converge(name="Ensure the CA bundle includes them", commands=["update-ca-certificates"],
+                 done=all(file_matches(guest, dest, content) for dest, content in certs.items()),
+                 state="CA bundle")
 
     # Refresh the package lists when they are older than an hour, then install.
     age = guest["apt_age"]
@@ -87,8 +86,8 @@ def base():
              commands=["apt-get update",
                        f"mkdir -p {Path(APT_STAMP).parent} && touch {APT_STAMP}"],
              done=age.isdigit() and int(age) < APT_CACHE_TIME, state="package lists fresh")
-    apt.packages(name="Ensure the base packages are installed",
-                 packages=packages(data.get("base_extra_packages") or []), no_recommends=True)
+    managed.packages(name="Ensure the base packages are installed",
+                 packages=packages(data.get("base_extra_packages") or []))
 
     # Debian names fd's binary fdfind; agents call it fd.
     symlink(name="Ensure fd is on PATH as fd", path=FD_LINK, target="/usr/bin/fdfind")

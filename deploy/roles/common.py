@@ -107,7 +107,7 @@ def parse_probe(lines: list[str]) -> dict[str, Any]:
 
 
 def managed_paths(data: dict[str, Any]) -> dict[str, tuple[str, ...]]:
-    """Every path a role manages, from each role module's ``managed(data)``."""
+    """Every path a role manages, from each role module's ``probed_paths(data)``."""
     from importlib import import_module
 
     from deploy.roles import ROLE_NAMES
@@ -115,16 +115,31 @@ def managed_paths(data: dict[str, Any]) -> dict[str, tuple[str, ...]]:
     paths: dict[str, list[str]] = {"files": [], "links": [], "dirs": []}
     for role in ROLE_NAMES:
         module = import_module(f"deploy.roles.{role}")
-        if hasattr(module, "managed"):
-            for kind, items in module.managed(data).items():
+        if hasattr(module, "probed_paths"):
+            for kind, items in module.probed_paths(data).items():
                 paths[kind] += items
     return {kind: tuple(dict.fromkeys(items)) for kind, items in paths.items()}
 
 
+# One probe per host and run: pyinfra 3 does not cache facts, and every role decides from
+# the state the guest was in when the run began.
+_PROBED: dict[str, dict[str, Any]] = {}
+
+
 def probe() -> dict[str, Any]:
-    """The :class:`Probe` of the current host (gathered once per run and host)."""
-    data = host.data.dict()
-    return host.get_fact(Probe, user=data.get("agent_user") or "root", **managed_paths(data))
+    """The :class:`Probe` of the current host, plus its installed ``packages``.
+
+    Gathered once per run and host, when the first role asks.
+    """
+    if host.name not in _PROBED:
+        from pyinfra.facts.deb import DebPackages
+
+        data = host.data.dict()
+        found = host.get_fact(Probe, user=data.get("agent_user") or "root",
+                              **managed_paths(data))
+        found["packages"] = set(host.get_fact(DebPackages) or {})
+        _PROBED[host.name] = found
+    return _PROBED[host.name]
 
 
 def upstream_arch(arch: str, tool: str) -> str:

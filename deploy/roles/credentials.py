@@ -25,22 +25,23 @@ def outside_mount(path: str, mount_point: str | None) -> bool:
     return path != mount and not path.startswith(mount.rstrip("/") + "/")
 
 
-def managed(data: dict) -> dict[str, list[str]]:
+def probed_paths(data: dict) -> dict[str, list[str]]:
     """The paths this role manages, for the probe."""
     return {"files": [SECRETS_FILE], "dirs": SECRETS_DIRS}
 
 
 @deploy("credentials")
 def credentials():
+    """Ensure the secrets found on the host are in the guest, private to the agent."""
     data = host.data.dict()
     guest = probe()
     found = host_secrets.for_vm(data)
     key_env = data.get("credentials_model_key_env") or "AZURE_OPENAI_API_KEY"
     for name in (host_secrets.GITHUB_TOKEN_ENV, key_env):
         if name not in found:
-            note(name=f"Skip {name}",
-                 message=f"no {name} on the host (environment or {host_secrets.secrets_file()})"
-                         "; not written to the guest")
+            where = f"environment or {host_secrets.secrets_file()}"
+            note(name=f"Skip {name}: not set on the host ({where})",
+                 message=f"no {name} on the host ({where}); not written to the guest")
     if not found:
         return
 

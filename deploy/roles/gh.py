@@ -6,19 +6,21 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt
 
+from deploy.roles import managed
 from deploy.roles.common import KEYRINGS, apt_source, pinned_apt_repository, probe
 
 KEYRING = f"{KEYRINGS}/githubcli-archive-keyring.gpg"
 LIST_FILE = "/etc/apt/sources.list.d/github-cli.list"
 
 
-def managed(data: dict) -> dict[str, list[str]]:
+def probed_paths(data: dict) -> dict[str, list[str]]:
     """The paths this role manages, for the probe."""
     return {"files": [LIST_FILE]}
 
 
 @deploy("gh")
 def gh():
+    """Ensure the GitHub CLI is installed from the chosen source."""
     data = host.data.dict()
     if data.get("gh_source", "github") == "github":
         guest = probe()
@@ -32,5 +34,4 @@ def gh():
         apt.update(name="Update the package lists for the GitHub CLI repository",
                    _if=lambda: any(op.did_change() for op in changes))
 
-    apt.packages(name="Ensure the GitHub CLI is installed", packages=["gh"],
-                 no_recommends=True)
+    managed.packages(name="Ensure the GitHub CLI is installed", packages=["gh"])

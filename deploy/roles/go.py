@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt
 
+from deploy.roles import managed
 from deploy.roles.common import (
     CACHE,
     converge,
@@ -39,16 +39,17 @@ def install_commands(url: str, sha256: str, version: str) -> list[str]:
     ]
 
 
-def managed(data: dict) -> dict[str, list[str]]:
+def probed_paths(data: dict) -> dict[str, list[str]]:
     """The paths this role manages, for the probe."""
     return {"links": ["/usr/local/bin/go", "/usr/local/bin/gofmt"]}
 
 
 @deploy("go")
 def go():
+    """Ensure Go is installed from the chosen source."""
     data = host.data.dict()
     if data.get("go_source", "official") == "distro":
-        apt.packages(name="Ensure Go is installed", packages=["golang-go"], no_recommends=True)
+        managed.packages(name="Ensure Go is installed", packages=["golang-go"])
         return
 
     guest = probe()

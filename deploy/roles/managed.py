@@ -39,6 +39,13 @@ def _file_state(path: str) -> tuple[str, str, str] | None:
     return (host.get_fact(Sha256File, path=absolute) or "", str(info["mode"]), info["user"])
 
 
+def file_matches(guest: dict, path: str, content: str, mode: str = "644",
+                 user: str = "root") -> bool:
+    """Whether the probe saw ``path`` with exactly ``content``, ``mode`` and ``user``."""
+    digest = hashlib.sha256(content.encode()).hexdigest()
+    return guest.get("files", {}).get(path) == (digest, mode.lstrip("0") or "0", user)
+
+
 @operation(is_idempotent=True)
 def text_file(path: str, content: str, mode: str = "644", user: str = "root",
               private: bool = False):
@@ -70,6 +77,25 @@ def text_file(path: str, content: str, mode: str = "644", user: str = "root",
         yield StringCommand(f"mkdir -p {q(folder)}")
         yield FileUploadCommand(StringIO(content), dest)
     yield StringCommand(f"chown {q(user)} {q(dest)} && chmod {q(mode)} {q(dest)}")
+
+
+APT_INSTALL = ("DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+               "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold")
+
+
+def install_command(names: list[str]) -> str:
+    """The non-interactive ``apt-get install`` of ``names``."""
+    return f"{APT_INSTALL} {' '.join(shlex.quote(n) for n in names)}"
+
+
+@operation(is_idempotent=True)
+def packages(packages: list[str]):
+    """Ensure the Debian packages ``packages`` are installed (without recommends)."""
+    missing = [name for name in packages if name not in probe()["packages"]]
+    if not missing:
+        host.noop(f"{', '.join(packages)}: installed, nothing to do")
+        return
+    yield StringCommand(install_command(missing))
 
 
 @operation(is_idempotent=True)

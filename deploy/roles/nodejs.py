@@ -8,6 +8,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt
 
+from deploy.roles import managed
 from deploy.roles.common import KEYRINGS, apt_source, pinned_apt_repository, probe
 from deploy.roles.managed import text_file
 
@@ -36,13 +37,14 @@ def packages(source: str) -> list[str]:
     return ["nodejs"] if source == "nodesource" else ["nodejs", "npm"]
 
 
-def managed(data: dict) -> dict[str, list[str]]:
+def probed_paths(data: dict) -> dict[str, list[str]]:
     """The paths this role manages, for the probe."""
     return {"files": [LIST_FILE, PIN_FILE]}
 
 
 @deploy("nodejs")
 def nodejs():
+    """Ensure Node.js and npm are installed from the chosen source."""
     data = host.data.dict()
     source = data.get("nodejs_source", "distro")
     if source == "nodesource":
@@ -61,5 +63,4 @@ def nodejs():
         apt.update(name="Update the package lists for NodeSource",
                    _if=lambda: any(op.did_change() for op in changes))
 
-    apt.packages(name="Ensure Node.js and npm are installed", packages=packages(source),
-                 no_recommends=True)
+    managed.packages(name="Ensure Node.js and npm are installed", packages=packages(source))

@@ -72,13 +72,14 @@ def release_url(base: str, version: str, arch: str) -> str:
             f"opencode-linux-{upstream_arch(arch, 'opencode')}.tar.gz")
 
 
-def managed(data: dict) -> dict[str, list[str]]:
+def probed_paths(data: dict) -> dict[str, list[str]]:
     """The paths this role manages, for the probe."""
     return {"files": [CONFIG_FILE], "dirs": CONFIG_DIRS}
 
 
 @deploy("opencode")
 def opencode():
+    """Ensure OpenCode is installed at its pinned version and configured."""
     data = host.data.dict()
     guest = probe()
     version = str(data["opencode_version"])

@@ -6,8 +6,8 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt
 
+from deploy.roles import managed
 from deploy.roles.common import SYSTEM_CA_BUNDLE, converge, probe
 from deploy.roles.managed import symlink
 
@@ -21,19 +21,20 @@ def uv_install_command(version: str) -> str:
             f"{UV_HOME}/bin/pip install --quiet uv=={shlex.quote(version)}")
 
 
-def managed(data: dict) -> dict[str, list[str]]:
+def probed_paths(data: dict) -> dict[str, list[str]]:
     """The paths this role manages, for the probe."""
     return {"links": ["/usr/local/bin/uv", "/usr/local/bin/uvx"]}
 
 
 @deploy("python")
 def python():
+    """Ensure python3, venv and uv at its pinned version."""
     data = host.data.dict()
     guest = probe()
     version = str(data["python_uv_version"])
 
-    apt.packages(name="Ensure python3 and venv are installed",
-                 packages=["python3", "python3-venv", "python3-dev"], no_recommends=True)
+    managed.packages(name="Ensure python3 and venv are installed",
+                 packages=["python3", "python3-venv", "python3-dev"])
     converge(name=f"Ensure uv {version} is installed", commands=[uv_install_command(version)],
              done=guest["uv"] == version, state=f"uv {version}")
     for tool in ("uv", "uvx"):

@@ -6,8 +6,8 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt
 
+from deploy.roles import managed
 from deploy.roles.common import (
     CACHE,
     converge,
@@ -40,10 +40,10 @@ def rustup_init_command(init: str, toolchain: str, dist_server: str) -> str:
 
 @deploy("rust")
 def rust():
+    """Ensure Rust is installed from the chosen source."""
     data = host.data.dict()
     if data.get("rust_source", "rustup") == "distro":
-        apt.packages(name="Ensure Rust and cargo are installed", packages=["cargo", "rustc"],
-                     no_recommends=True)
+        managed.packages(name="Ensure Rust and cargo are installed", packages=["cargo", "rustc"])
         return
 
     guest = probe()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, systemd
+from pyinfra.operations import systemd
 
+from deploy.roles import managed
 from deploy.roles.common import RoleError, probe
 from deploy.roles.managed import text_file
 
@@ -66,18 +67,19 @@ AUTO_UPGRADES_CONFIG = (
 )
 
 
-def managed(data: dict) -> dict[str, list[str]]:
+def probed_paths(data: dict) -> dict[str, list[str]]:
     """The paths this role manages, for the probe."""
     return {"files": [AUTO_UPGRADES, ORIGINS_CONF]}
 
 
 @deploy("security")
 def security():
+    """Ensure unattended-upgrades runs daily with the security origins only."""
     data = host.data.dict()
     guest = probe()
 
-    apt.packages(name="Ensure unattended-upgrades is installed",
-                 packages=["unattended-upgrades"], no_recommends=True)
+    managed.packages(name="Ensure unattended-upgrades is installed",
+                 packages=["unattended-upgrades"])
 
     # Enable the daily run, then limit it to the security origins of this distribution.
     text_file(name="Ensure unattended-upgrades runs daily", path=AUTO_UPGRADES,

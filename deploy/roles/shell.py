@@ -52,13 +52,14 @@ def bashrc_block() -> str:
             f'[ -r "$HOME/{SECRETS}" ] && . "$HOME/{SECRETS}"')
 
 
-def managed(data: dict) -> dict[str, list[str]]:
+def probed_paths(data: dict) -> dict[str, list[str]]:
     """The paths this role manages, for the probe."""
     return {"files": [PROFILE]}
 
 
 @deploy("shell")
 def shell():
+    """Ensure the agent's shells get PATH, EDITOR and the secrets."""
     data = host.data.dict()
     guest = probe()
     user = data["agent_user"]

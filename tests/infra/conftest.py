@@ -6,16 +6,23 @@ set and ``--hosts`` pointing at the VM; they are not part of ``uv run pytest``.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from corral import secrets as host_secrets
-from corral.config import VM
+from corral.config import VM, inventory_path
 from tests.infra.guest import target
 
+# Without a VM to check (``uv run pytest tests/``), the suites are left out.
+collect_ignore_glob = [] if os.environ.get("CORRAL_VM") else ["test_*.py"]
 
-def pytest_configure(config):
-    """Refuse to run without a VM to check, before collecting anything."""
-    target()
+
+def pytest_report_header(config):
+    if not os.environ.get("CORRAL_VM"):
+        return "tests/infra: left out, CORRAL_VM is not set (run 'uv run invoke vm.verify')"
+    vm, _ = target()
+    return f"tests/infra: checking VM {vm.name} of {inventory_path()}"
 
 
 @pytest.fixture(scope="session")
@@ -41,14 +48,13 @@ def agent_user(data) -> str:
 
 
 @pytest.fixture(scope="session")
-def secrets(vm, data) -> dict[str, str]:
-    """The secrets the host hands to this VM now (environment, then secrets.env).
+def secrets(data) -> dict[str, str]:
+    """The secrets the credentials role hands to this VM now (environment, secrets.env).
 
     The suites compare hashes of them with the guest's files; the values never leave the
     host and never appear in a test's output.
     """
-    names = [host_secrets.GITHUB_TOKEN_ENV, data["credentials_model_key_env"]]
-    return host_secrets.read(names, project=vm.project)
+    return host_secrets.for_vm(data)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,5 +63,8 @@ def _reachable(host):
     try:
         host.run("true")
     except RuntimeError as err:
-        reason = str(err).splitlines()[0] if str(err) else "ssh failed"
-        pytest.exit(f"cannot reach the VM over SSH: {reason}", returncode=3)
+        # testinfra raises with the failed ssh command's result: keep ssh's own words.
+        said = getattr(err.args[0], "stderr", "") if err.args else ""
+        lines = [line.strip() for line in (said or str(err)).splitlines() if line.strip()]
+        pytest.exit(f"cannot reach the VM over SSH: {lines[-1] if lines else 'ssh failed'}",
+                    returncode=3)

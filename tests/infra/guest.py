@@ -25,7 +25,11 @@ def target() -> tuple[VM, dict]:
         raise pytest.UsageError("tests/infra: CORRAL_VM is not set; run the suites with "
                                 "'uv run invoke vm.verify --name NAME'")
     cwd = os.environ.get("CORRAL_VERIFY_CWD")
-    vm = load_inventory(cwd=Path(cwd) if cwd else None).vms[name]
+    inventory = load_inventory(cwd=Path(cwd) if cwd else None)
+    if name not in inventory.vms:
+        raise pytest.UsageError(f"tests/infra: CORRAL_VM={name}: no such VM in "
+                                f"{inventory.path} (known: {', '.join(inventory.vms)})")
+    vm = inventory.vms[name]
     return vm, host_data(vm)
 
 
@@ -36,14 +40,16 @@ def requires_toolchain(data: dict, name: str) -> None:
 
 
 def run_as(host, user: str, command: str):
-    """Run ``command`` with ``bash -c`` as ``user``: a non-interactive, non-login shell.
+    """Run ``command`` with ``bash -c`` as ``user``, in the environment that user's
+    commands get.
 
-    For the SSH login user this is exactly what an agent's ``ssh HOST CMD`` gets; another
-    user is reached with sudo, keeping that user's own home.
+    For the SSH login user this is exactly what an agent's ``ssh HOST CMD`` gets (a
+    non-interactive shell that reads only ``~/.bashrc``). Another user (``agent_user``)
+    has no SSH access of its own; it is reached with ``sudo -i``, its login environment.
     """
-    if user == host.user().name:
+    if user == target()[1]["login_user"]:
         return host.run("bash -c %s", command)
-    return host.run(f"sudo -n -H -u {shlex.quote(user)} bash -c %s", command)
+    return host.run(f"sudo -n -i -u {shlex.quote(user)} bash -c %s", command)
 
 
 def mounts(host) -> list[dict[str, str]]:

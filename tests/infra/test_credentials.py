@@ -59,7 +59,8 @@ def sha256(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def secrets_file(host, agent_user) -> str:
-    return f"{host.user(agent_user).home}/{SECRETS_FILE}"
+    # The role names it relative to the agent's home ("~/.config/...").
+    return f"{host.user(agent_user).home}/{SECRETS_FILE.removeprefix('~/')}"
 
 
 @pytest.fixture(scope="module")

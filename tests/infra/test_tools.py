@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from deploy.roles.base import BASE_PACKAGES
+from deploy.roles.base import packages as base_packages
 from deploy.roles.gh import KEYRING as GH_KEYRING
 from tests.infra.guest import requires_toolchain, run_as, target
 
@@ -38,7 +38,7 @@ def pytest_generate_tests(metafunc):
     """One test per base package, so that a missing one is named in the report."""
     if "base_package" in metafunc.fixturenames:
         extra = target()[1].get("base_extra_packages") or []
-        metafunc.parametrize("base_package", sorted(set(BASE_PACKAGES) | set(extra)))
+        metafunc.parametrize("base_package", base_packages(extra))
 
 
 def test_base_package_is_installed(host, base_package):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from corral import image
+from tests.conftest import need
 from tests.fixtures.incus import (
     corral_env,
     force_delete,
@@ -217,3 +219,14 @@ def test_create_twice_changes_nothing(writable):
 
     assert "nothing to do" in result.stdout
     assert writable.incus_config()["config"]["volatile.uuid"] == before
+
+
+def test_debian_12_image_gives_a_reachable_bookworm_container(fresh):
+    need(image.present("corral/debian-12"),
+         "no image corral/debian-12 (uv run invoke image.build --image debian-12)")
+    vm = fresh(image="debian-12")
+
+    version = vm.ssh("cat /etc/debian_version").stdout
+
+    assert version.startswith("12.")
+    assert vm.ssh("systemctl is-system-running").stdout.strip() == "running"

@@ -153,6 +153,31 @@ def test_verify_names_exactly_what_was_broken_and_passes_once_repaired(provision
         extra.rmdir()
 
 
+def test_verify_detects_a_forwarded_ssh_agent_and_a_private_key(provisioned_vm, tmp_path):
+    vm = provisioned_vm
+    healthy = expected_when_healthy(vm)
+    config = vm.ssh_config.read_text()
+    assert "ForwardAgent no" in config
+    try:
+        # What a careless set-up would do: forward the host's agent, copy a key in.
+        vm.ssh_config.write_text(config.replace("ForwardAgent no", "ForwardAgent yes"))
+        ssh_run(vm.ssh_config, vm.ssh_host,
+                "ssh-keygen -q -t ed25519 -N '' -C copied -f ~/.ssh/id_copied")
+        with host_ssh_agent(tmp_path) as agent:
+            result, checks = verify(vm, tmp_path / "exposed.xml",
+                                    {**vm.env, "SSH_AUTH_SOCK": agent})
+
+        assert result.returncode == 1
+        assert failed(checks) - healthy == {
+            "isolation::test_no_ssh_agent_is_forwarded[non-login]",
+            "isolation::test_no_ssh_agent_is_forwarded[login]",
+            "isolation::test_no_private_key_is_in_the_guests_ssh_folders"}
+    finally:
+        vm.ssh_config.write_text(config)
+        ssh_run(vm.ssh_config, vm.ssh_host, "rm -f ~/.ssh/id_copied ~/.ssh/id_copied.pub",
+                check=False)
+
+
 def test_verify_refuses_a_configured_vm_that_was_never_created(provisioned_vm, tmp_path):
     document = yaml.safe_load(provisioned_vm.inventory.read_text())
     document["vms"]["verify-absent"] = dict(document["vms"][provisioned_vm.name])

@@ -162,3 +162,112 @@ def test_setup_for_lima_prints_the_install_hint_when_limactl_is_missing(monkeypa
 def test_setup_refuses_an_unknown_provider():
     with pytest.raises(HostError, match="'docker' is not one of: lima, incus"):
         hostsetup.setup("docker")
+
+
+def _tools(tmp_path, monkeypatch, **scripts: str):
+    """Stand-in executables (sh scripts) first on PATH; each logs its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in scripts.items():
+        tool = bin_dir / name
+        tool.write_text(f'#!/bin/sh\necho "{name} $*" >> {tmp_path}/calls\n{body}\n')
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    return lambda: (tmp_path / "calls").read_text().splitlines()
+
+
+def test_ensure_daemon_starts_incusd_in_the_background_without_systemd(tmp_path, monkeypatch,
+                                                                        capsys):
+    # The stand-in daemon answers once it has started (it leaves a marker file).
+    marker = tmp_path / "started"
+    calls = _tools(tmp_path, monkeypatch,
+                   incus=f'[ "$1" = query ] && {{ [ -e {marker} ] || exit 1; }}\nexit 0',
+                   incusd=f"touch {marker}")
+    monkeypatch.setattr(hostsetup, "INCUSD", str(tmp_path / "bin" / "incusd"))
+    monkeypatch.setattr(hostsetup, "INCUSD_LOG", tmp_path / "log" / "incusd.log")
+    monkeypatch.setattr(hostsetup, "systemd_is_init", lambda: False)
+
+    hostsetup.ensure_daemon()
+
+    assert "incusd --group root" in calls()
+    assert "incus admin waitready --timeout 60" in calls()
+    assert "Incus daemon started in the background" in capsys.readouterr().out
+
+
+def test_ensure_daemon_uses_the_service_under_systemd(tmp_path, monkeypatch, capsys):
+    calls = _tools(tmp_path, monkeypatch, incus='[ "$1" = query ] && exit 1\nexit 0',
+                   systemctl="exit 0")
+    monkeypatch.setattr(hostsetup, "systemd_is_init", lambda: True)
+
+    hostsetup.ensure_daemon()
+
+    assert "systemctl enable --now incus.socket incus.service" in calls()
+    assert "as the incus service" in capsys.readouterr().out
+
+
+def test_ensure_daemon_has_nothing_to_do_when_the_daemon_answers(tmp_path, monkeypatch, capsys):
+    calls = _tools(tmp_path, monkeypatch, incus="exit 0")
+
+    hostsetup.ensure_daemon()
+
+    assert calls() == ["incus query /1.0"]
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_ensure_profile_adds_the_missing_root_disk_and_nic(tmp_path, monkeypatch):
+    calls = _tools(tmp_path, monkeypatch,
+                   incus='[ "$1" = query ] && echo \'{"devices": {}}\'\nexit 0')
+
+    hostsetup.ensure_profile()
+
+    assert calls()[1:] == [
+        "incus profile device add default root disk path=/ pool=default",
+        "incus profile device add default eth0 nic network=incusbr0 name=eth0",
+    ]
+
+
+def test_ensure_bridge_creates_it_on_a_subnet_the_host_does_not_route(tmp_path, monkeypatch):
+    routes = '[{"dst": "default"}, {"dst": "10.77.0.0/24"}, {"dst": "192.0.2.0/24"}]'
+    calls = _tools(tmp_path, monkeypatch,
+                   incus='[ "$2" = show ] && exit 1\nexit 0',
+                   ip=f"echo '{routes}'")
+
+    hostsetup.ensure_bridge()
+
+    assert calls()[-1] == ("incus network create incusbr0 ipv4.address=10.78.0.1/24 "
+                           "ipv4.nat=true ipv6.address=none")
+
+
+def test_install_on_debian_12_adds_backports_then_installs_incus_from_it(apt_dir, tmp_path,
+                                                                        monkeypatch):
+    calls = _tools(tmp_path, monkeypatch, **{"dpkg-query": "exit 1", "apt-get": "exit 0"})
+    monkeypatch.setattr(hostsetup, "APT_SOURCES", apt_dir)
+    monkeypatch.setattr(hostsetup, "os_release",
+                        lambda: {"ID": "debian", "VERSION_CODENAME": "bookworm"})
+
+    hostsetup.install_incus_package()
+
+    assert (apt_dir / "sources.list.d" / hostsetup.BACKPORTS_FILE).exists()
+    assert [c for c in calls() if c.startswith("apt-get")] == [
+        "apt-get -q update",
+        "apt-get -q install -y --no-install-recommends -t bookworm-backports incus",
+        "apt-get -q install -y --no-install-recommends dnsmasq-base",
+        "apt-get -q install -y --no-install-recommends debootstrap",
+    ]
+
+
+def test_install_on_debian_13_takes_incus_from_the_release(apt_dir, tmp_path, monkeypatch):
+    calls = _tools(tmp_path, monkeypatch, **{
+        "dpkg-query": '[ "$3" = incus ] && exit 1\necho "install ok installed"',
+        "apt-get": "exit 0"})
+    monkeypatch.setattr(hostsetup, "APT_SOURCES", apt_dir)
+    monkeypatch.setattr(hostsetup, "os_release",
+                        lambda: {"ID": "debian", "VERSION_CODENAME": "trixie"})
+
+    hostsetup.install_incus_package()
+
+    assert not (apt_dir / "sources.list.d" / hostsetup.BACKPORTS_FILE).exists()
+    assert [c for c in calls() if c.startswith("apt-get")] == [
+        "apt-get -q update",
+        "apt-get -q install -y --no-install-recommends incus",
+    ]

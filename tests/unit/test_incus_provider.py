@@ -164,3 +164,24 @@ def test_a_daemon_that_does_not_answer_gives_the_host_setup_hint(tmp_path, monke
 
     with pytest.raises(ProviderError, match="does not answer.*host.setup --provider incus"):
         IncusProvider().machines()
+
+
+def test_sharing_the_project_is_refused_without_idmapped_mounts(tmp_path, monkeypatch, state):
+    from corral.config import load_inventory
+
+    (tmp_path / "project").mkdir()
+    (tmp_path / "vms.yaml").write_text("vms: {agent: {provider: incus, project: project}}\n")
+    vm = load_inventory(tmp_path / "vms.yaml").vms["agent"]
+    server = json.dumps({"environment": {"kernel_features": {"idmapped_mounts": "false"}}})
+    _fake_incus(tmp_path, monkeypatch, f"""echo "$*" >> {tmp_path}/calls
+case "$*" in
+  "list --format json") echo '[]' ;;
+  "image alias list --format json") echo '[{{"name": "corral/debian-13"}}]' ;;
+  "query /1.0") echo '{server}' ;;
+  *) exit 1 ;;
+esac
+""")
+
+    with pytest.raises(ProviderError, match="no idmapped mounts.*mount: none"):
+        IncusProvider().create(vm)
+    assert not any(c.startswith("init") for c in (tmp_path / "calls").read_text().splitlines())

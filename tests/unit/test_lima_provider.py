@@ -6,7 +6,7 @@ import pytest
 
 from corral import render
 from corral.config import load_inventory
-from corral.errors import HostError, ProviderError, ProviderMissing
+from corral.errors import ConfigError, HostError, ProviderError, ProviderMissing
 from corral.providers import provider_for
 from corral.providers.base import RUNNING, STOPPED
 from corral.providers.lima import LimaProvider
@@ -165,3 +165,31 @@ def test_missing_limactl_names_the_tool_and_how_to_install_it(lima, vm, monkeypa
 
     with pytest.raises(ProviderMissing, match="^limactl not found on PATH: install Lima 2"):
         LimaProvider().create(vm)
+
+
+def test_an_instance_lima_cannot_read_is_reported_not_adopted(lima, vm):
+    folder = lima.lima_home / "agent"
+    folder.mkdir(parents=True)
+    (folder / "lima.yaml").write_text("mounts: [\n")
+    (folder / "fake-status").write_text("Stopped\n")
+
+    with pytest.raises(ProviderError) as caught:
+        LimaProvider().create(vm)
+
+    message = str(caught.value)
+    assert message.startswith("agent: a Lima instance of that name exists but Lima cannot read")
+    assert message.endswith("remove it: limactl delete -f agent)")
+    assert "create" not in lima.commands()
+
+
+@pytest.mark.parametrize("home", ["/home/dev.guest", "/home/dev.linux"])
+def test_refuses_lima_guest_home_as_mount_point(tmp_path, monkeypatch, home):
+    # Lima 2.1 renamed the guest home to USER.guest; USER.linux still reaches it.
+    monkeypatch.setattr("corral.config._host_user", lambda: "dev")
+    (tmp_path / "project").mkdir()
+    (tmp_path / "vms.yaml").write_text(f"vms:\n  web: {{project: project, mount_point: {home}}}\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_inventory(tmp_path / "vms.yaml")
+
+    assert f"vms.web.mount_point: '{home}' is the guest's home folder" in str(caught.value)

@@ -1,6 +1,8 @@
 """vm.provision's own logic: reading pyinfra's report, the summary, the refusals."""
 
 import importlib.util
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,42 @@ def test_roles_run_without_sudo_when_the_ssh_user_is_root(inventory):
 
 def test_importing_the_inventory_file_builds_no_hosts():
     assert not hasattr(_inventory_module(), "vms")
+
+
+class _FakeProvider:
+    def ssh_host(self, name):
+        return f"incus-{name}"
+
+
+def _fake_pyinfra(monkeypatch, code, report, last="--> pyinfra error: go.sha256.arm64"):
+    import json as jsonlib
+
+    def stream(argv, env, secrets):
+        Path(env["CORRAL_REPORT"]).write_text(jsonlib.dumps(report))
+        return code, last
+
+    monkeypatch.setattr(provision, "provider_for", lambda vm: _FakeProvider())
+    monkeypatch.setattr(provision, "_stream", stream)
+
+
+def test_pyinfra_failing_outside_any_operation_is_a_failure(inventory, monkeypatch):
+    _fake_pyinfra(monkeypatch, 1, {"incus-agent": {"failed": False, "ops": []}})
+    with pytest.raises(provision.ProvisionFailed, match=r"pyinfra failed \(exit 1\): .*arm64"):
+        provision._pyinfra(inventory, list(inventory.vms.values()), None, dry=False,
+                           secrets=[])
+
+
+def test_a_clean_pyinfra_run_gives_the_outcomes(inventory, monkeypatch):
+    _fake_pyinfra(monkeypatch, 0, {"incus-agent": {"failed": False, "ops": [
+        {"name": "base | x", "status": "unchanged"}]}})
+    (outcome,) = provision._pyinfra(inventory, list(inventory.vms.values()), None, dry=False,
+                                    secrets=[])
+    assert outcome.vm == "agent" and outcome.unchanged == ["base | x"]
+
+
+def test_pyinfra_output_is_shown_with_secrets_masked(capsys):
+    code, last = provision._stream(
+        [sys.executable, "-c", "print('token github_pat_SECRET here')"], dict(os.environ),
+        ["github_pat_SECRET"])
+    assert code == 0 and last == "token *** here"
+    assert "SECRET" not in capsys.readouterr().out

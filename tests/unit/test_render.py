@@ -64,7 +64,7 @@ def test_lima_go_template_expressions_come_out_of_jinja_untouched(tmp_path):
 
     [probe] = lima["probes"]
     assert "corral {{.Param.corral}}: " in probe["script"]
-    assert "${PARAM_corral_vm}" in probe["script"]
+    assert "${PARAM_corral_vm:-}" in probe["script"]
 
 
 def test_setup_script_exists_and_is_what_the_provision_step_names(tmp_path):

@@ -178,7 +178,27 @@ def test_probe_output_becomes_lists_for_keyrings_and_toolchains():
     found = common.parse_probe(["distro_id=ubuntu", "keyring_gh=ABC,DEF,", "rust_toolchains=",
                                 "go=go1.26.7"])
     assert found == {"distro_id": "ubuntu", "keyring_gh": ["ABC", "DEF"],
-                     "rust_toolchains": [], "go": "go1.26.7"}
+                     "rust_toolchains": [], "go": "go1.26.7", "files": {}, "links": {},
+                     "dirs": {}}
+
+
+def test_probe_reports_managed_paths_and_their_absence():
+    found = common.parse_probe([
+        "file:/etc/x=abc 644 root", "file:~/.config/corral/secrets.env=",
+        "link:/usr/local/bin/fd=/usr/bin/fdfind", "link:/usr/local/bin/uv=",
+        "dir:~/.config=755 corral"])
+    assert found["files"] == {"/etc/x": ("abc", "644", "root"),
+                              "~/.config/corral/secrets.env": None}
+    assert found["links"] == {"/usr/local/bin/fd": "/usr/bin/fdfind", "/usr/local/bin/uv": None}
+    assert found["dirs"] == {"~/.config": ("755", "corral")}
+
+
+def test_probe_covers_every_path_the_roles_manage():
+    paths = common.managed_paths({"ca_certs": ["/host/proxy.pem"]})
+    assert "/usr/local/share/ca-certificates/corral-proxy.crt" in paths["files"]
+    assert "~/.config/corral/secrets.env" in paths["files"]
+    assert "/usr/local/bin/uv" in paths["links"] and "~/.config" in paths["dirs"]
+    assert len(paths["dirs"]) == len(set(paths["dirs"]))
 
 
 def test_every_role_module_defines_its_deploy():
@@ -228,3 +248,22 @@ def test_preflight_accepts_the_shipped_pins():
     data = {**pinned(load_versions()), "gh_source": "github", "go_source": "official",
             "rust_source": "rustup", "nodejs_source": "nodesource", "opencode_source": "npm"}
     assert roles.preflight(data, list(roles.ROLE_NAMES)) == []
+
+
+def test_package_installs_never_stop_to_ask():
+    from deploy.roles import managed
+
+    command = managed.install_command(["gh", "jq"])
+    assert command.startswith("DEBIAN_FRONTEND=noninteractive apt-get install -y")
+    assert "--force-confold" in command and command.endswith(" gh jq")
+
+
+@pytest.mark.parametrize("path, mount, outside", [
+    ("/home/corral/.config/corral/secrets.env", "/work/app", True),
+    ("/work/app/.config/corral/secrets.env", "/work/app", False),
+    ("/work/application/secrets.env", "/work/app", True),
+])
+def test_secrets_file_must_be_outside_the_shared_folder(path, mount, outside):
+    from deploy.roles import credentials
+
+    assert credentials.outside_mount(path, mount) is outside

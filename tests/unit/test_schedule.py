@@ -100,6 +100,7 @@ def test_job_script_runs_vm_update_from_the_checkout_with_the_inventory_in_use(h
     assert f"cd {schedule.paths.ROOT} && " in script
     assert "run invoke vm.update >> \"$log\" 2>&1" in script
     assert f"log={home}/.local/state/corral/update.log" in script
+    assert f"export CORRAL_CONFIG_DIR={home}/.config/corral" in script
 
 
 def test_installing_the_same_schedule_again_changes_nothing(home, fakes, capsys):

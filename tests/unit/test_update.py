@@ -169,16 +169,25 @@ def test_a_pinned_tool_behind_its_pin_is_brought_to_it(inventory):
         ("uv", "0.12.0", "0.13.9", "pinned")]
 
 
-def test_a_role_that_misses_the_version_fails_the_step(inventory):
+def test_a_role_that_misses_the_version_fails_the_step_and_keeps_what_changed(inventory):
     vm = inventory().vms["agent"]
     guest = RecordedGuest({
         "apt-get update": [""],
-        "reading the package state": [state(AFTER_DPKG, "")],
-        "reading tool versions": [probe(uv="0.12.0"), probe(uv="0.12.0")],
+        "reading the package state": [state(BEFORE_DPKG, PENDING), state(AFTER_DPKG, LEFT)],
+        "applying security updates": [""],
+        "reading tool versions": [probe(uv="0.12.0"), probe(uv="0.12.1")],
     })
+    report = update.VMReport("agent")
 
-    with pytest.raises(update.StepFailed, match="provisioning python: uv is 0.12.0, expected"):
-        update.update_vm(vm, guest, lambda v, roles: None)
+    with pytest.raises(update.StepFailed, match="provisioning python: uv is 0.12.1, expected"):
+        update.update_vm(vm, guest, lambda v, roles: None, report)
+
+    assert report.status == "failed"
+    assert [(c.name, c.old, c.new) for c in report.upgraded] == [
+        ("libzstd1", "1.5.7+dfsg-1", "1.5.7+dfsg-1+deb13u1"),
+        ("zstd", "1.5.7+dfsg-1", "1.5.7+dfsg-1+deb13u1"),
+        ("uv", "0.12.0", "0.12.1"),
+    ]
 
 
 def test_reboot_required_is_reported_with_its_packages(inventory):
@@ -362,9 +371,7 @@ def test_a_vm_that_was_never_created_is_skipped(inventory, monkeypatch, capsys):
 
 def test_roles_run_on_a_copy_of_the_vm_with_the_resolved_versions(inventory, monkeypatch,
                                                                   tmp_path):
-    import sys
-    import types
-
+    from corral import provision
     from corral.hostdata import host_data
 
     vm = inventory("defaults: {toolchains: [python, go]}\n"
@@ -375,7 +382,7 @@ def test_roles_run_on_a_copy_of_the_vm_with_the_resolved_versions(inventory, mon
         print("pyinfra progress")
         seen.update(names=names, roles=roles, vm=inv.vms[names], path=inv.path)
 
-    monkeypatch.setitem(sys.modules, "corral.provision", types.SimpleNamespace(run=run))
+    monkeypatch.setattr(provision, "run", run)
     changed = update._with_settings(vm, {"opencode": {"version": "1.18.40"}})
 
     update._provision(changed, ["opencode"])
@@ -386,3 +393,74 @@ def test_roles_run_on_a_copy_of_the_vm_with_the_resolved_versions(inventory, mon
     expected = host_data(vm)
     expected["opencode_version"] = "1.18.40"
     assert host_data(seen["vm"]) == expected
+
+
+def test_a_release_opencode_stays_on_its_pin_even_with_track_latest(inventory):
+    vm = inventory("vms: {agent: {opencode: {source: release, track: latest}}}\n").vms["agent"]
+    facts = {"opencode_release": "1.18.33", "uv": "0.13.9"}
+
+    overrides, wanted = update._tool_targets(vm, update.host_data(vm), facts, guest=None)
+
+    assert overrides == {}
+    assert wanted["opencode"] == ("1.18.33", "pinned")
+    assert "opencode-ai" not in wanted
+
+
+def test_a_rust_toolchain_missing_from_rustup_is_behind_its_pin():
+    rust = next(t for t in update.TOOLS if t.name == "rust")
+    facts = {"rust_toolchains": ["1.93.0-x86_64-unknown-linux-gnu"]}
+
+    assert rust.installed(facts, "1.94.1") == "1.93.0"
+    assert rust.installed({"rust_toolchains": ["1.94.1-x86_64-unknown-linux-gnu"]},
+                          "1.94.1") == "1.94.1"
+    assert rust.installed({"rust_toolchains": []}, "1.94.1") is None
+
+
+def test_tracking_go_asks_the_download_site_of_the_role_and_takes_its_sum(inventory):
+    import http.server
+    import threading
+
+    from .test_update_parsing import GO_RELEASES
+
+    class Site(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            assert self.path == "/dl/?mode=json&include=all"
+            body = json.dumps(GO_RELEASES).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Site)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/dl"
+        vm = inventory("vms: {agent: {toolchains: [go], go: {track: latest, version: 1.26.7, "
+                       f"url: '{url}'}}}}}}\n").vms["agent"]
+
+        overrides, wanted = update._tool_targets(vm, update.host_data(vm), {"arch": "amd64"},
+                                                 guest=None)
+    finally:
+        server.shutdown()
+
+    assert wanted["go"] == ("1.26.10", "latest")
+    assert overrides["go"]["version"] == "1.26.10"
+    assert overrides["go"]["sha256"]["amd64"] == "a10"
+
+
+def test_tracking_uv_asks_the_package_index_through_uv(inventory, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "uv").write_text("#!/bin/sh\ncat > /dev/null\necho 'uv==0.14.2'\n")
+    (bin_dir / "uv").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{update.os.environ['PATH']}")
+    vm = inventory("vms: {agent: {python: {track: latest}}}\n").vms["agent"]
+
+    overrides, wanted = update._tool_targets(vm, update.host_data(vm), {"uv": "0.13.9"},
+                                             guest=None)
+
+    assert wanted["uv"] == ("0.14.2", "latest")
+    assert overrides == {"python": {"uv_version": "0.14.2"}}
