@@ -79,9 +79,13 @@ class Provider(ABC):
     def machines(self) -> list[Machine]:
         """The machines of this provider that corral created."""
 
+    @abstractmethod
     def machine(self, name: str) -> Machine | None:
-        """The machine named ``name``, or None when it does not exist."""
-        return next((m for m in self.machines() if m.name == name), None)
+        """The machine named ``name``, or None when it does not exist.
+
+        Raises :class:`~corral.errors.ProviderError` when a machine of that name exists
+        but corral did not create it: corral never adopts, stops or deletes it.
+        """
 
     @abstractmethod
     def shell(self, vm: VM, command: list[str] | None = None, workdir: str | None = None) -> int:

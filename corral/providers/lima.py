@@ -95,6 +95,15 @@ class LimaProvider(Provider):
         """corral's instances, from ``limactl list --json`` (one JSON object a line)."""
         return [self._machine(entry) for entry in self._instances() if self._is_ours(entry)]
 
+    def machine(self, name: str) -> Machine | None:
+        """The instance ``name`` if corral created it; refuse one corral did not create."""
+        entry = self._entry(name)
+        if entry is None:
+            return None
+        if not self._is_ours(entry):
+            raise self._foreign(entry)
+        return self._machine(entry)
+
     def shell(self, vm: VM, command: list[str] | None = None, workdir: str | None = None) -> int:
         """Run ``command`` (or a login shell) in the guest; return the guest's exit status.
 

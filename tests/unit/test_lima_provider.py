@@ -85,6 +85,19 @@ def test_refuses_to_adopt_an_instance_of_the_same_name_corral_did_not_create(lim
     assert "start" not in lima.commands()
 
 
+def test_refuses_to_delete_or_describe_an_instance_corral_did_not_create(lima, vm):
+    (lima.root / "theirs.yaml").write_text("base: template:_images/debian-13\n")
+    lima.limactl("create", "--name", "agent", str(lima.root / "theirs.yaml"))
+
+    with pytest.raises(ProviderError, match="exists but corral did not create it"):
+        LimaProvider().machine("agent")
+    with pytest.raises(ProviderError, match="exists but corral did not create it"):
+        LimaProvider().delete(vm)
+
+    assert "delete" not in lima.commands()
+    assert lima.status("agent") == "Stopped"
+
+
 def test_machine_reports_status_ssh_host_and_lima_ssh_config(lima, vm):
     provider = LimaProvider()
     provider.create(vm)
