@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.operations import server
 
 from deploy.roles import managed
 from deploy.roles.common import converge, probe
@@ -63,6 +64,13 @@ def base():
     """Ensure apt never asks, the listed CAs are trusted and the base packages are there."""
     data = host.data.dict()
     guest = probe()
+
+    # The agent may run as its own user, without sudo: create it when it is missing.
+    if not guest["agent_home"]:
+        user = data["agent_user"]
+        server.user(name=f"Ensure the agent's user {user} exists", user=user,
+                    home=f"/home/{user}", shell="/bin/bash", create_home=True)
+        guest["agent_home"] = f"/home/{user}"
 
     # Make apt wait for a busy dpkg lock and never stop to ask.
     text_file(name="Ensure apt waits for the dpkg lock and never asks", path=APT_CONF,

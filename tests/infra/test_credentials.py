@@ -84,18 +84,23 @@ def copies(host, data, secrets) -> dict[str, list[str]]:
 
 
 def test_secrets_file_is_private_to_the_agent(host, agent_user, secrets, secrets_file):
-    file = host.file(secrets_file)
-    if not file.exists:
+    # As root: the agent's home is closed to the login user when they are not the same.
+    with host.sudo():
+        file = host.file(secrets_file)
+        exists = file.exists
+        if exists:
+            is_plain, mode, owner = file.is_file and not file.is_symlink, file.mode, file.user
+            folder_mode = host.file(secrets_file.rsplit("/", 1)[0]).mode
+    if not exists:
         assert not secrets, (
             f"{secrets_file} is missing, but the host has {', '.join(sorted(secrets))}")
         pytest.skip("no secrets on the host and none in the guest")
 
-    assert file.is_file and not file.is_symlink, f"{secrets_file} is not a plain file"
-    assert file.mode == 0o600, f"{secrets_file} is mode {file.mode:04o}, not 0600"
-    assert file.user == agent_user, f"{secrets_file} belongs to {file.user}, not {agent_user}"
-    folder = host.file(secrets_file.rsplit("/", 1)[0])
-    assert folder.mode & 0o077 == 0, (
-        f"{folder.path} is mode {folder.mode:04o}: others can look into it")
+    assert is_plain, f"{secrets_file} is not a plain file"
+    assert mode == 0o600, f"{secrets_file} is mode {mode:04o}, not 0600"
+    assert owner == agent_user, f"{secrets_file} belongs to {owner}, not {agent_user}"
+    assert folder_mode & 0o077 == 0, (
+        f"{secrets_file.rsplit('/', 1)[0]} is mode {folder_mode:04o}: others can look into it")
 
 
 def test_secrets_file_holds_exactly_the_hosts_secrets(host, secrets, secrets_file):

@@ -116,12 +116,13 @@ def test_vm_delete_with_yes_deletes_the_vm_and_its_definition(lima):
     assert "agent: does not exist, nothing to do" in again.stdout
 
 
-def test_vm_delete_leaves_an_instance_corral_did_not_create_alone(lima):
+def test_vm_delete_refuses_an_instance_corral_did_not_create_and_leaves_it_alone(lima):
     (lima.root / "theirs.yaml").write_text("base: template:_images/debian-13\n")
     lima.limactl("create", "--name", "agent", str(lima.root / "theirs.yaml"))
 
-    _ok(lima.invoke("vm.delete", "--yes"))
+    line = _failed(lima.invoke("vm.delete", "--yes"))
 
+    assert line.startswith("agent: a Lima instance of that name exists but corral did not")
     assert lima.status("agent") == "Stopped"
     assert "delete" not in lima.commands()
 
