@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from corral import output, paths, process
+from corral import image, output, paths, process
 from corral.config import VM, size_bytes
 from corral.errors import ProviderError
 from corral.providers.base import BROKEN, CREATING, RUNNING, STOPPED, Machine, Provider
@@ -142,6 +142,12 @@ def ipv4_address(state: dict, interface: str = "eth0") -> str | None:
     return None
 
 
+def has_idmapped_mounts(server: dict) -> bool:
+    """Whether the daemon's kernel can shift a shared folder's owners (``incus query /1.0``)."""
+    features = (server.get("environment") or {}).get("kernel_features") or {}
+    return features.get("idmapped_mounts") == "true"
+
+
 def guest_uid(project_owner: int) -> int:
     """The guest login user's uid: the project's owner, so the shared folder is theirs.
 
@@ -176,7 +182,7 @@ class IncusProvider(Provider):
             if existing.status != RUNNING:
                 self.start(vm)
             return False
-        image = self._image(vm)
+        alias = self._image(vm)
         if vm.settings.mount != "none":
             self._require_idmapped_mounts(vm)
 
@@ -188,7 +194,7 @@ class IncusProvider(Provider):
             "limits.memory": f"{size_bytes(vm.settings.memory) // 2**20}MiB",
         }
         # The root disk's size binds on pools with quotas (zfs, btrfs, lvm); "dir" ignores it.
-        argv = ["init", image, vm.name, "--device", f"root,size={vm.settings.disk}"]
+        argv = ["init", alias, vm.name, "--device", f"root,size={vm.settings.disk}"]
         for key, value in config.items():
             argv += ["--config", f"{key}={value}"]
         self._incus(argv, what=f"creating {vm.name}")
@@ -365,16 +371,17 @@ class IncusProvider(Provider):
                              what="listing images")
         if any(entry.get("name") == wanted for entry in json.loads(result.stdout or "[]")):
             return wanted
-        raise ProviderError(
-            f"{vm.name}: image: Incus has no image {wanted} "
-            f"(build it: sudo uv run invoke image.build --image {vm.settings.image})"
-        )
+        if vm.settings.image in image.IMAGES:
+            hint = f"build it: sudo uv run invoke image.build --image {vm.settings.image}"
+        else:
+            hint = ("image.build makes Debian images only: import an image with systemd, "
+                    f"openssh-server and sudo as {wanted}, or choose a debian-* image")
+        raise ProviderError(f"{vm.name}: image: Incus has no image {wanted} ({hint})")
 
     def _require_idmapped_mounts(self, vm: VM) -> None:
         """Refuse to share the project when the kernel cannot shift its owners."""
         server = json.loads(self._incus(["query", "/1.0"], what="asking Incus").stdout)
-        features = (server.get("environment") or {}).get("kernel_features") or {}
-        if features.get("idmapped_mounts") != "true":
+        if not has_idmapped_mounts(server):
             raise ProviderError(
                 f"{vm.name}: mount: this kernel has no idmapped mounts, so the project "
                 "cannot be shared with its owners intact (use Linux 5.12 or later, "

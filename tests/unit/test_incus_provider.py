@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import paramiko
 import pytest
 
-from corral.errors import ProviderError
 from corral.providers import incus
 from corral.providers.base import BROKEN, RUNNING, STOPPED
-from corral.providers.incus import IncusProvider
+from corral.providers.incus import IncusProvider, has_idmapped_mounts
 
 
 def _entry(name: str, status: str = "Running", managed: bool = True) -> dict:
@@ -139,49 +137,10 @@ def test_corral_files_live_in_the_state_folder(state):
     assert incus.key_path() == state.parent / "config" / "ssh" / "id_ed25519"
 
 
-def _fake_incus(tmp_path: Path, monkeypatch, script: str) -> None:
-    """Put an ``incus`` stand-in on PATH that runs ``script`` (sh) with the arguments."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    tool = bin_dir / "incus"
-    tool.write_text("#!/bin/sh\n" + script)
-    tool.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+def test_idmapped_mounts_are_read_from_the_daemons_kernel_features():
+    def server(value):
+        return {"environment": {"kernel_features": {"idmapped_mounts": value}}}
 
-
-def test_a_container_corral_did_not_create_is_refused(tmp_path, monkeypatch, state):
-    listing = json.dumps([_entry("agent", managed=False)])
-    _fake_incus(tmp_path, monkeypatch, f"echo '{listing}'\n")
-
-    with pytest.raises(ProviderError, match="corral did not create it"):
-        IncusProvider().machine("agent")
-
-
-def test_a_daemon_that_does_not_answer_gives_the_host_setup_hint(tmp_path, monkeypatch, state):
-    _fake_incus(tmp_path, monkeypatch,
-                "echo \"Error: The incus daemon doesn't appear to be started "
-                "(socket path: /nowhere)\" >&2\nexit 1\n")
-
-    with pytest.raises(ProviderError, match="does not answer.*host.setup --provider incus"):
-        IncusProvider().machines()
-
-
-def test_sharing_the_project_is_refused_without_idmapped_mounts(tmp_path, monkeypatch, state):
-    from corral.config import load_inventory
-
-    (tmp_path / "project").mkdir()
-    (tmp_path / "vms.yaml").write_text("vms: {agent: {provider: incus, project: project}}\n")
-    vm = load_inventory(tmp_path / "vms.yaml").vms["agent"]
-    server = json.dumps({"environment": {"kernel_features": {"idmapped_mounts": "false"}}})
-    _fake_incus(tmp_path, monkeypatch, f"""echo "$*" >> {tmp_path}/calls
-case "$*" in
-  "list --format json") echo '[]' ;;
-  "image alias list --format json") echo '[{{"name": "corral/debian-13"}}]' ;;
-  "query /1.0") echo '{server}' ;;
-  *) exit 1 ;;
-esac
-""")
-
-    with pytest.raises(ProviderError, match="no idmapped mounts.*mount: none"):
-        IncusProvider().create(vm)
-    assert not any(c.startswith("init") for c in (tmp_path / "calls").read_text().splitlines())
+    assert has_idmapped_mounts(server("true"))
+    assert not has_idmapped_mounts(server("false"))
+    assert not has_idmapped_mounts({"environment": {}})
