@@ -130,7 +130,8 @@ def _check_limactl(checks: _Checklist, vms: list[VM]) -> None:
         checks.note(f"limactl found, version unknown (the inventory needs Lima ≥ {wanted})")
     elif _version_key(version) < _version_key(wanted):
         checks.failed(f"limactl {version} is older than {wanted}, which the inventory needs",
-                      "upgrade Lima (e.g. 'brew upgrade lima'; https://lima-vm.io/docs/installation/)")
+                      "upgrade Lima (e.g. 'brew upgrade lima'; "
+                      "https://lima-vm.io/docs/installation/)")
     else:
         checks.passed(f"limactl {version} (the inventory needs ≥ {wanted})")
 

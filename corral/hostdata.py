@@ -54,8 +54,11 @@ def host_data(vm: VM, versions: dict[str, dict[str, Any]] | None = None) -> dict
     (``gh_key_fingerprint``, ``go_sha256``) are added as they are. Then come the VM-wide
     keys: ``agent_user``, ``login_user``, ``toolchains``, ``mount_point`` ...
 
-    >>> host_data(vm)["go_version"]
-    '1.26.7'
+    >>> from corral.config import load_inventory
+    >>> from corral.paths import DEFAULT_INVENTORY
+    >>> data = host_data(load_inventory(DEFAULT_INVENTORY).vms["agent"])
+    >>> data["gh_source"], data["agent_user"] == data["login_user"]
+    ('github', True)
     """
     data = pinned(load_versions() if versions is None else versions)
     for key, value in vm.role_data().items():
