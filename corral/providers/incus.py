@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from corral import image, output, paths, process
-from corral.config import VM, size_bytes
+from corral.config import VM, PortForward, size_bytes
 from corral.errors import ProviderError
 from corral.providers.base import BROKEN, CREATING, RUNNING, STOPPED, Machine, Provider
 
@@ -142,6 +142,16 @@ def ipv4_address(state: dict, interface: str = "eth0") -> str | None:
     return None
 
 
+def proxy_device(forward: PortForward) -> list[str]:
+    """``incus config device add`` arguments for one ``port_forwards`` entry.
+
+    >>> proxy_device(PortForward(guest=8000, host=18000))
+    ['port-18000', 'proxy', 'listen=tcp:127.0.0.1:18000', 'connect=tcp:127.0.0.1:8000']
+    """
+    return [f"port-{forward.host}", "proxy", f"listen=tcp:{forward.host_ip}:{forward.host}",
+            f"connect=tcp:127.0.0.1:{forward.guest}"]
+
+
 def has_idmapped_mounts(server: dict) -> bool:
     """Whether the daemon's kernel can shift a shared folder's owners (``incus query /1.0``)."""
     features = (server.get("environment") or {}).get("kernel_features") or {}
@@ -204,6 +214,11 @@ class IncusProvider(Provider):
                              f"source={vm.project}", f"path={vm.mount_point}", "shift=true",
                              f"readonly={'true' if vm.settings.mount == 'readonly' else 'false'}"],
                             what=f"sharing {vm.project}")
+
+            # Each listed port: a proxy on the host side, into the guest's loopback.
+            for forward in vm.settings.port_forwards:
+                self._incus(["config", "device", "add", vm.name, *proxy_device(forward)],
+                            what=f"forwarding port {forward.host}")
             self._incus(["start", vm.name], what=f"starting {vm.name}")
             self._bootstrap(vm)
         except BaseException:

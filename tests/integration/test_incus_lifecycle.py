@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 
@@ -230,3 +231,30 @@ def test_debian_12_image_gives_a_reachable_bookworm_container(fresh):
 
     assert version.startswith("12.")
     assert vm.ssh("systemctl is-system-running").stdout.strip() == "running"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_only_listed_ports_reach_the_host_on_loopback(fresh):
+    port = _free_port()
+    # The guest's sshd is the one listener every container has.
+    vm = fresh(mount="none", port_forwards=[{"guest": 22, "host": port}])
+
+    proxies = {name: d for name, d in vm.incus_config()["expanded_devices"].items()
+               if d["type"] == "proxy"}
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        banner = conn.recv(64)
+
+    assert proxies == {f"port-{port}": {"type": "proxy", "listen": f"tcp:127.0.0.1:{port}",
+                                        "connect": "tcp:127.0.0.1:22"}}
+    assert banner.startswith(b"SSH-2.0-")
+
+
+def test_a_container_without_port_forwards_has_no_proxy(writable):
+    devices = writable.incus_config()["expanded_devices"]
+
+    assert [name for name, d in devices.items() if d["type"] == "proxy"] == []
