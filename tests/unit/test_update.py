@@ -1,13 +1,19 @@
 """vm.update on one VM and over an inventory, with a recorded guest in place of SSH."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from corral import update
+from corral import output, update
 from corral.config import load_inventory
+from corral.hostdata import host_data
 from corral.providers.base import RUNNING, STOPPED, Machine
+from corral.update import steps, task
+from corral.update.guest import StepFailed, refresh_script
+from corral.update.report import EXIT_FAILED, EXIT_OK, EXIT_REBOOT, Change, VMReport, exit_code
+from corral.update.tools import TOOLS
 
 from .test_update_parsing import POLICY
 
@@ -83,7 +89,7 @@ def test_applies_security_updates_and_leaves_the_rest_to_the_policy(inventory):
         "reading tool versions": [probe()],
     })
 
-    report = update.update_vm(vm, guest, no_provision)
+    report = steps.update_vm(vm, guest, no_provision)
 
     assert "install --only-upgrade zstd libzstd1\n" in guest.script("applying security updates")
     assert "DPkg::Lock::Timeout=300" in guest.script("applying security updates")
@@ -107,7 +113,7 @@ def test_policy_all_applies_every_update(inventory):
         "reading tool versions": [probe()],
     })
 
-    report = update.update_vm(vm, guest, no_provision)
+    report = steps.update_vm(vm, guest, no_provision)
 
     assert "upgrade --with-new-pkgs" in guest.script("applying all updates")
     assert ("tzdata", "updates") in [(c.name, c.reason) for c in report.upgraded]
@@ -122,7 +128,7 @@ def test_a_second_run_has_nothing_to_do(inventory):
         "reading tool versions": [probe()],
     })
 
-    report = update.update_vm(vm, guest, no_provision)
+    report = steps.update_vm(vm, guest, no_provision)
 
     assert report.status == "current"
     assert report.upgraded == [] and report.installed == [] and report.removed == []
@@ -142,7 +148,7 @@ def test_tracking_latest_runs_the_role_with_the_version_npm_names(inventory):
     })
     ran = []
 
-    report = update.update_vm(vm, guest, lambda v, roles: ran.append((v, roles)))
+    report = steps.update_vm(vm, guest, lambda v, roles: ran.append((v, roles)))
 
     assert "npm view opencode-ai@latest version" in guest.script(
         "asking npm for the latest opencode-ai")
@@ -162,7 +168,7 @@ def test_a_pinned_tool_behind_its_pin_is_brought_to_it(inventory):
     })
     ran = []
 
-    report = update.update_vm(vm, guest, lambda v, roles: ran.append(roles))
+    report = steps.update_vm(vm, guest, lambda v, roles: ran.append(roles))
 
     assert ran == [["python"]]
     assert [(c.name, c.old, c.new, c.reason) for c in report.upgraded] == [
@@ -177,10 +183,10 @@ def test_a_role_that_misses_the_version_fails_the_step_and_keeps_what_changed(in
         "applying security updates": [""],
         "reading tool versions": [probe(uv="0.12.0"), probe(uv="0.12.1")],
     })
-    report = update.VMReport("agent")
+    report = VMReport("agent")
 
-    with pytest.raises(update.StepFailed, match="provisioning python: uv is 0.12.1, expected"):
-        update.update_vm(vm, guest, lambda v, roles: None, report)
+    with pytest.raises(StepFailed, match="provisioning python: uv is 0.12.1, expected"):
+        steps.update_vm(vm, guest, lambda v, roles: None, report)
 
     assert report.status == "failed"
     assert [(c.name, c.old, c.new) for c in report.upgraded] == [
@@ -199,14 +205,14 @@ def test_reboot_required_is_reported_with_its_packages(inventory):
         "reading tool versions": [probe()],
     })
 
-    report = update.update_vm(vm, guest, no_provision)
+    report = steps.update_vm(vm, guest, no_provision)
 
     assert report.reboot_required
     assert report.reboot_packages == ["libc6"]
 
 
 def test_refresh_waits_for_the_lists_lock_within_the_bound():
-    script = update.refresh_script(120)
+    script = refresh_script(120)
 
     assert "apt-get -o DPkg::Lock::Timeout=120 -q update" in script
     assert "*/var/lib/apt/lists/lock*)" in script
@@ -224,7 +230,7 @@ def test_refresh_script_waits_for_a_held_lists_lock_then_gives_up(tmp_path):
                     "echo 'E: Could not get lock /var/lib/apt/lists/lock. It is held by "
                     "process 42 (apt-get)' >&2\nexit 100\n")
     fake.chmod(0o755)
-    script = update.refresh_script(0).replace("sleep 5", "sleep 0")
+    script = refresh_script(0).replace("sleep 5", "sleep 0")
 
     result = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
                             env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, check=False)
@@ -274,7 +280,7 @@ def provider(monkeypatch):
                 setattr(report, key, value)
             return report
 
-        monkeypatch.setattr(update, "update_vm", update_vm)
+        monkeypatch.setattr(task, "update_vm", update_vm)
         return fake
 
     return install
@@ -285,7 +291,7 @@ def test_a_stopped_vm_is_skipped_with_a_line_saying_so(inventory, provider, caps
 
     code = update.run(inventory(), None)
 
-    assert code == update.EXIT_OK
+    assert code == EXIT_OK
     assert "agent: skipped, the VM is stopped (pass --start-stopped to update it)" in (
         capsys.readouterr().out)
     assert fake.calls == []
@@ -302,7 +308,7 @@ def test_start_stopped_starts_the_vm_and_stops_it_again(inventory, provider):
 def test_json_report_is_one_document_and_is_kept_in_the_state_folder(inventory, provider,
                                                                       capsys, tmp_path):
     provider(RUNNING, {"status": "updated", "upgraded": [
-        update.Change("zstd", "package", "1.5.7+dfsg-1", "1.5.7+dfsg-1+deb13u1", "security")]})
+        Change("zstd", "package", "1.5.7+dfsg-1", "1.5.7+dfsg-1+deb13u1", "security")]})
 
     code = update.run(inventory(), None, as_json=True)
 
@@ -319,23 +325,23 @@ def test_json_report_is_one_document_and_is_kept_in_the_state_folder(inventory, 
 def test_a_vm_needing_a_reboot_exits_3(inventory, provider):
     provider(RUNNING, {"status": "updated", "reboot_required": True})
 
-    assert update.run(inventory(), None, as_json=True) == update.EXIT_REBOOT
+    assert update.run(inventory(), None, as_json=True) == EXIT_REBOOT
 
 
 def test_a_failed_step_exits_1_naming_the_vm_and_the_step(inventory, provider, capsys):
-    provider(RUNNING, update.StepFailed("applying security updates", "dpkg was interrupted"))
+    provider(RUNNING, StepFailed("applying security updates", "dpkg was interrupted"))
 
     code = update.run(inventory(), None)
 
     out = capsys.readouterr().out
-    assert code == update.EXIT_FAILED
+    assert code == EXIT_FAILED
     assert "✗ agent: applying security updates: dpkg was interrupted" in out
 
 
 def test_a_failure_outranks_a_reboot_in_the_exit_code():
-    reports = [update.VMReport("a", reboot_required=True), update.VMReport("b", status="failed")]
+    reports = [VMReport("a", reboot_required=True), VMReport("b", status="failed")]
 
-    assert update.exit_code(reports) == update.EXIT_FAILED
+    assert exit_code(reports) == EXIT_FAILED
 
 
 def test_json_output_is_the_document_alone_even_when_roles_print(inventory, monkeypatch,
@@ -346,11 +352,11 @@ def test_json_output_is_the_document_alone_even_when_roles_print(inventory, monk
     monkeypatch.setattr("corral.providers.provider_for", lambda vm: fake)
 
     def noisy_update(vm, guest, provision, report):
-        update.output.say("provisioning: 3 operations")
+        output.say("provisioning: 3 operations")
         subprocess.run(["echo", "pyinfra child output"], check=True)
         return report
 
-    monkeypatch.setattr(update, "update_vm", noisy_update)
+    monkeypatch.setattr(task, "update_vm", noisy_update)
 
     update.run(inventory(), None, as_json=True)
 
@@ -365,14 +371,13 @@ def test_a_vm_that_was_never_created_is_skipped(inventory, monkeypatch, capsys):
     fake.machine = lambda name: None
     monkeypatch.setattr("corral.providers.provider_for", lambda vm: fake)
 
-    assert update.run(inventory(), None) == update.EXIT_OK
+    assert update.run(inventory(), None) == EXIT_OK
     assert "agent: skipped, the VM does not exist" in capsys.readouterr().out
 
 
 def test_roles_run_on_a_copy_of_the_vm_with_the_resolved_versions(inventory, monkeypatch,
                                                                   tmp_path):
     from corral import provision
-    from corral.hostdata import host_data
 
     vm = inventory("defaults: {toolchains: [python, go]}\n"
                    "vms: {Agent_One: {opencode: {track: latest}, cpus: 2}}\n").vms["agent-one"]
@@ -383,9 +388,9 @@ def test_roles_run_on_a_copy_of_the_vm_with_the_resolved_versions(inventory, mon
         seen.update(names=names, roles=roles, vm=inv.vms[names], path=inv.path)
 
     monkeypatch.setattr(provision, "run", run)
-    changed = update._with_settings(vm, {"opencode": {"version": "1.18.40"}})
+    changed = steps._with_settings(vm, {"opencode": {"version": "1.18.40"}})
 
-    update._provision(changed, ["opencode"])
+    task._provision(changed, ["opencode"])
 
     assert seen["names"] == "agent-one" and seen["roles"] == ["opencode"]
     assert not seen["path"].exists()
@@ -399,7 +404,7 @@ def test_a_release_opencode_stays_on_its_pin_even_with_track_latest(inventory):
     vm = inventory("vms: {agent: {opencode: {source: release, track: latest}}}\n").vms["agent"]
     facts = {"opencode_release": "1.18.33", "uv": "0.13.9"}
 
-    overrides, wanted = update._tool_targets(vm, update.host_data(vm), facts, guest=None)
+    overrides, wanted = steps._tool_targets(vm, host_data(vm), facts, guest=None)
 
     assert overrides == {}
     assert wanted["opencode"] == ("1.18.33", "pinned")
@@ -407,7 +412,7 @@ def test_a_release_opencode_stays_on_its_pin_even_with_track_latest(inventory):
 
 
 def test_a_rust_toolchain_missing_from_rustup_is_behind_its_pin():
-    rust = next(t for t in update.TOOLS if t.name == "rust")
+    rust = next(t for t in TOOLS if t.name == "rust")
     facts = {"rust_toolchains": ["1.93.0-x86_64-unknown-linux-gnu"]}
 
     assert rust.installed(facts, "1.94.1") == "1.93.0"
@@ -441,8 +446,8 @@ def test_tracking_go_asks_the_download_site_of_the_role_and_takes_its_sum(invent
         vm = inventory("vms: {agent: {toolchains: [go], go: {track: latest, version: 1.26.7, "
                        f"url: '{url}'}}}}}}\n").vms["agent"]
 
-        overrides, wanted = update._tool_targets(vm, update.host_data(vm), {"arch": "amd64"},
-                                                 guest=None)
+        overrides, wanted = steps._tool_targets(vm, host_data(vm), {"arch": "amd64"},
+                                                guest=None)
     finally:
         server.shutdown()
 
@@ -456,11 +461,10 @@ def test_tracking_uv_asks_the_package_index_through_uv(inventory, tmp_path, monk
     bin_dir.mkdir()
     (bin_dir / "uv").write_text("#!/bin/sh\ncat > /dev/null\necho 'uv==0.14.2'\n")
     (bin_dir / "uv").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{update.os.environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     vm = inventory("vms: {agent: {python: {track: latest}}}\n").vms["agent"]
 
-    overrides, wanted = update._tool_targets(vm, update.host_data(vm), {"uv": "0.13.9"},
-                                             guest=None)
+    overrides, wanted = steps._tool_targets(vm, host_data(vm), {"uv": "0.13.9"}, guest=None)
 
     assert wanted["uv"] == ("0.14.2", "latest")
     assert overrides == {"python": {"uv_version": "0.14.2"}}

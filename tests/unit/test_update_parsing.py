@@ -2,8 +2,9 @@
 
 import pytest
 
-from corral import update
-from corral.update import Change, Planned
+from corral.update import guest, parsing, tools
+from corral.update.parsing import Planned
+from corral.update.report import Change
 
 # apt-get -s upgrade --with-new-pkgs on Debian 13 with pending security and point updates.
 SIMULATION = """\
@@ -47,7 +48,7 @@ DEBIAN_SECURITY = ["origin=Debian,codename=trixie-security,label=Debian-Security
 
 
 def test_simulation_lists_each_package_with_old_new_and_origins():
-    planned = update.parse_simulation(SIMULATION)
+    planned = parsing.parse_simulation(SIMULATION)
 
     assert planned[0] == Planned("login.defs", "1:4.17.4-2", "1:4.17.4-2+deb13u1",
                                  ("Debian-Security:13/stable-security",))
@@ -57,7 +58,7 @@ def test_simulation_lists_each_package_with_old_new_and_origins():
 
 
 def test_simulation_reads_a_new_package_without_an_old_version():
-    new = update.parse_simulation(SIMULATION)[-1]
+    new = parsing.parse_simulation(SIMULATION)[-1]
 
     assert (new.name, new.old, new.new) == ("libnew1", None, "2.0-1")
 
@@ -66,11 +67,11 @@ def test_simulation_of_an_up_to_date_system_plans_nothing():
     text = ("Reading package lists...\nBuilding dependency tree...\nCalculating upgrade...\n"
             "0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n")
 
-    assert update.parse_simulation(text) == []
+    assert parsing.parse_simulation(text) == []
 
 
 def test_releases_are_keyed_as_the_simulation_names_them():
-    releases = update.parse_releases(POLICY)
+    releases = parsing.parse_releases(POLICY)
 
     assert set(releases) == {"Debian-Security:13/stable-security",
                              "Debian:13-updates/stable-updates", "Debian:13.8/stable",
@@ -89,14 +90,14 @@ def test_releases_are_keyed_as_the_simulation_names_them():
     ("origin=Debian,unknown=x", False),
 ])
 def test_origin_patterns_match_as_unattended_upgrades_reads_them(pattern, expected):
-    release = update.parse_releases(POLICY)["Debian-Security:13/stable-security"]
+    release = parsing.parse_releases(POLICY)["Debian-Security:13/stable-security"]
 
-    assert update.matches_origin(pattern, release) is expected
+    assert parsing.matches_origin(pattern, release) is expected
 
 
 def test_security_plan_takes_packages_available_from_a_security_origin():
-    chosen = update.security_plan(update.parse_simulation(SIMULATION),
-                                  update.parse_releases(POLICY), DEBIAN_SECURITY)
+    chosen = parsing.security_plan(parsing.parse_simulation(SIMULATION),
+                                  parsing.parse_releases(POLICY), DEBIAN_SECURITY)
 
     assert [p.name for p in chosen] == ["login.defs", "libzstd1", "libgssapi-krb5-2"]
 
@@ -114,8 +115,8 @@ def test_security_plan_on_ubuntu_uses_the_archive():
         "Inst tzdata [2024a-3] (2025b-0ubuntu0.24.04 Ubuntu:24.04/noble-updates [all])\n"
     )
 
-    chosen = update.security_plan(update.parse_simulation(simulation),
-                                  update.parse_releases(policy),
+    chosen = parsing.security_plan(parsing.parse_simulation(simulation),
+                                  parsing.parse_releases(policy),
                                   ["origin=Ubuntu,archive=noble-security"])
 
     assert [p.name for p in chosen] == ["curl"]
@@ -127,21 +128,21 @@ def test_dpkg_query_keeps_installed_packages_only():
             "oldconf\t1.0\trc \tall\n"
             "held\t2.0\thi \tall\n")
 
-    assert update.parse_dpkg_query(text) == {"bash": "5.2.37-2+b10", "libzstd1": "1.5.7+dfsg-1",
+    assert parsing.parse_dpkg_query(text) == {"bash": "5.2.37-2+b10", "libzstd1": "1.5.7+dfsg-1",
                                              "held": "2.0"}
 
 
 def test_dpkg_query_names_the_architecture_of_a_package_installed_twice():
     text = "libc6\t2.41-12\tii \tamd64\nlibc6\t2.41-12\tii \ti386\n"
 
-    assert update.parse_dpkg_query(text) == {"libc6:amd64": "2.41-12", "libc6:i386": "2.41-12"}
+    assert parsing.parse_dpkg_query(text) == {"libc6:amd64": "2.41-12", "libc6:i386": "2.41-12"}
 
 
 def test_package_diff_names_upgrades_new_and_removed_packages():
     before = {"zstd": "1.5.7+dfsg-1", "bash": "5.2", "gone": "1"}
     after = {"zstd": "1.5.7+dfsg-1+deb13u1", "bash": "5.2", "libnew1": "2.0-1"}
 
-    upgraded, installed, removed = update.diff_packages(before, after)
+    upgraded, installed, removed = parsing.diff_packages(before, after)
 
     assert upgraded == [Change("zstd", "package", "1.5.7+dfsg-1", "1.5.7+dfsg-1+deb13u1")]
     assert installed == [Change("libnew1", "package", None, "2.0-1", "dependency")]
@@ -151,7 +152,7 @@ def test_package_diff_names_upgrades_new_and_removed_packages():
 def test_package_diff_of_an_unchanged_system_is_empty():
     same = {"zstd": "1.5.7+dfsg-1+deb13u1"}
 
-    assert update.diff_packages(same, dict(same)) == ([], [], [])
+    assert parsing.diff_packages(same, dict(same)) == ([], [], [])
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -161,17 +162,17 @@ def test_package_diff_of_an_unchanged_system_is_empty():
     ("npm warn config something\n", ""),
 ])
 def test_npm_view_answer_gives_the_version(text, expected):
-    assert update.parse_npm_view(text) == expected
+    assert parsing.parse_npm_view(text) == expected
 
 
 def test_reboot_flag_and_the_packages_asking_for_it():
-    assert update.parse_reboot("reboot=yes\nlibc6\nlinux-image-amd64\nlibc6\n") == (
+    assert parsing.parse_reboot("reboot=yes\nlibc6\nlinux-image-amd64\nlibc6\n") == (
         True, ["libc6", "linux-image-amd64"])
-    assert update.parse_reboot("reboot=no\n") == (False, [])
+    assert parsing.parse_reboot("reboot=no\n") == (False, [])
 
 
 def test_guest_output_is_split_into_its_marked_sections():
-    found = update.sections("noise\n@@dpkg\na\tb\tii \n@@os\ndebian\ntrixie\n@@reboot\n")
+    found = guest.sections("noise\n@@dpkg\na\tb\tii \n@@os\ndebian\ntrixie\n@@reboot\n")
 
     assert found == {"dpkg": "a\tb\tii ", "os": "debian\ntrixie", "reboot": ""}
 
@@ -191,10 +192,10 @@ GO_RELEASES = [
 
 
 def test_newest_go_patch_stays_on_the_pinned_line():
-    assert update.newest_go_patch("1.26.7", GO_RELEASES, "amd64") == ("1.26.10", "a10")
-    assert update.newest_go_patch("1.26.7", GO_RELEASES, "arm64") == ("1.26.9", "b9")
+    assert tools.newest_go_patch("1.26.7", GO_RELEASES, "amd64") == ("1.26.10", "a10")
+    assert tools.newest_go_patch("1.26.7", GO_RELEASES, "arm64") == ("1.26.9", "b9")
 
 
 def test_newest_go_patch_fails_when_the_line_has_no_release():
-    with pytest.raises(update.StepFailed, match=r"no stable go1\.25\.x for linux-amd64"):
-        update.newest_go_patch("1.25.1", GO_RELEASES, "amd64")
+    with pytest.raises(guest.StepFailed, match=r"no stable go1\.25\.x for linux-amd64"):
+        tools.newest_go_patch("1.25.1", GO_RELEASES, "amd64")
