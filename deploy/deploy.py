@@ -20,5 +20,9 @@ from deploy import report, roles  # noqa: E402
 
 report.install(os.environ.get("CORRAL_REPORT"))
 requested = [r for r in os.environ.get("CORRAL_ROLES", "").split(",") if r] or None
-for role in roles.selected(host.data.dict(), requested):
-    roles.run(role)
+chosen = roles.selected(host.data.dict(), requested)
+# pyinfra tells operations apart by their call stack's line numbers: host.loop adds the
+# role's place in ROLE_NAMES, so VMs that get different roles still agree on the order.
+for role in host.loop(roles.ROLE_NAMES):
+    if role in chosen:
+        roles.run(role)

@@ -250,6 +250,19 @@ def test_reports_a_key_given_twice(tmp_path, project):
     assert "vms.yaml:3:3: malformed YAML: key 'web' given twice" in found
 
 
+def test_accepts_yaml_anchors_and_merge_keys(tmp_path, project):
+    path = write(tmp_path, f"""
+        vms:
+          web: &web {{project: {project}, cpus: 2}}
+          api:
+            <<: *web
+            cpus: 6
+    """)
+    vms = load_inventory(path).vms
+    assert (vms["web"].settings.cpus, vms["api"].settings.cpus) == (2, 6)
+    assert vms["api"].project == project.resolve()
+
+
 def test_reports_an_empty_file(tmp_path):
     path = write(tmp_path, "# nothing yet\n")
     assert "the file is empty" in only_problem(path)

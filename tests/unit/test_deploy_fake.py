@@ -1,5 +1,6 @@
 """The real deploy, every role, run by pyinfra's CLI on @fake hosts of each distribution."""
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -14,7 +15,7 @@ from corral import paths
 from corral.config import load_inventory
 from corral.hostdata import load_versions
 from deploy import roles
-from deploy.roles import base, common
+from deploy.roles import base, common, managed, shell
 
 DEPLOY_FILE = paths.ROOT / "deploy" / "deploy.py"
 
@@ -30,6 +31,13 @@ TOOLS = {
     "tools-amd64": ("ubuntu-24.04", "ubuntu", "24.04", "noble", "amd64"),
     "tools-arm64": ("ubuntu-26.04", "ubuntu", "26.04", "resolute", "arm64"),
 }
+# Debian architecture -> the names Go, Rust (target) and OpenCode give it in downloads.
+ARCH_NAMES = {
+    "amd64": ("amd64", "x86_64-unknown-linux-gnu", "x64"),
+    "arm64": ("arm64", "aarch64-unknown-linux-gnu", "arm64"),
+}
+ALL_DISTROS = {**DISTROS, **TOOLS}
+ALL_HOSTS = list(ALL_DISTROS)
 UBUNTU = ["noble", "resolute"]
 DEBIAN = ["bookworm", "trixie"]
 
@@ -100,30 +108,73 @@ main()
 """
 
 
-def _pyinfra_host(vm):
-    """corral's own pyinfra host for ``vm`` (inventory/inventory.py), as a Lima user."""
-    spec = importlib.util.spec_from_file_location(
-        "corral_inventory_file", paths.ROOT / "inventory" / "inventory.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def _pyinfra_host(module, vm):
+    """corral's own pyinfra host for ``vm`` (inventory/inventory.py), reached as a non-root
+    SSH user as on a Lima VM, so that the roles run through sudo."""
     _, data = module.pyinfra_host(vm, paths.ROOT / "no-ssh-config", f"@fake/{vm.name}", "corral")
     return data
 
 
-def _probe_answer(distro, data):
-    """What the probe prints on a fresh guest: no agent user, nothing installed."""
+def _probe_answer(distro, data, installed=None):
+    """What the probe prints: a fresh guest (no agent user, nothing installed) or, given
+    ``installed`` (the converged values), a guest a first run has brought to the wanted state.
+    """
     _, distro_id, version, codename, arch = distro
+    now = installed or {}
     lines = [f"distro_id={distro_id}", f"distro_version={version}",
-             f"distro_codename={codename}", f"arch={arch}", "agent_home=", "agent_shell=",
-             "keyring_gh=", "keyring_nodesource=", "go=", "uv=", "opencode_npm=",
-             "opencode_release=", "rustup=", "rust_toolchains=",
+             f"distro_codename={codename}", f"arch={arch}",
              # Ubuntu's images ship needrestart; Debian's do not.
-             f"needrestart={'yes' if distro_id == 'ubuntu' else ''}", "apt_age="]
-    managed = common.managed_paths(data)
-    lines += [f"file:{p}=" for p in managed["files"]]
-    lines += [f"link:{p}=" for p in managed["links"]]
-    lines += [f"dir:{p}=" for p in managed["dirs"]]
+             f"needrestart={'yes' if distro_id == 'ubuntu' else ''}"]
+    lines += [f"{key}={now.get(key, '')}" for key in (
+        "agent_home", "agent_shell", "keyring_gh", "keyring_nodesource", "go", "uv",
+        "opencode_npm", "opencode_release", "rustup", "rust_toolchains", "apt_age")]
+    for kind, specs in common.managed_paths(data).items():
+        lines += [f"{kind[:-1]}:{spec}={now.get(spec, '')}" for spec in specs]
     return lines
+
+
+def _converged(distro, data, first, host):
+    """The canned answers of the guest ``first`` left behind: every file it was sent, with
+    the mode and owner it was given, every link, package, key and pinned version in place."""
+    arch = distro[4]
+    home = "/home/corral"
+    commands = "\n".join(first.commands(host))
+    uploads = first.uploads(host)
+    now = {"agent_home": home, "agent_shell": "/bin/bash", "apt_age": "60",
+           "keyring_gh": data["gh_key_fingerprint"] + ",",
+           "keyring_nodesource": data["nodejs_nodesource_key_fingerprint"] + ",",
+           "go": f"go{data['go_version']}", "uv": str(data["python_uv_version"]),
+           f"opencode_{data['opencode_source']}": str(data["opencode_version"]),
+           "rustup": "yes",
+           "rust_toolchains": f"{data['rust_toolchain']}-{ARCH_NAMES[arch][1]},"}
+    managed_paths = common.managed_paths(data)
+    for spec in managed_paths["files"]:
+        path = re.escape(spec.replace("~", home, 1))
+        found = re.search(rf"^chown (\S+) {path} && chmod (\S+) {path}$", commands, re.M)
+        if found:
+            digest = hashlib.sha256(uploads[spec.replace("~", home, 1)].encode()).hexdigest()
+            now[spec] = f"{digest} {found[2]} {found[1]}"
+    for spec in managed_paths["links"]:
+        found = re.search(rf"^ln -sfn (\S+) {re.escape(spec)}$", commands, re.M)
+        now[spec] = found[1] if found else ""
+    for spec in managed_paths["dirs"]:
+        path = re.escape(spec.replace("~", home, 1))
+        owner = re.search(rf"^mkdir -p {path} && chown (\S+) {path}$", commands, re.M)
+        mode = re.search(rf"^chmod (\d+) {path}$", commands, re.M)
+        if owner:
+            now[spec] = f"{mode[1] if mode else '755'} {owner[1]}"
+    packages = sorted({name for names in first.installed(host) for name in names})
+    timers = ["apt-daily.timer", "apt-daily-upgrade.timer"]
+    return {
+        "distro_id=": _probe_answer(distro, data, now),
+        "dpkg -l": [f"ii  {name}  1.0-1  {arch}  {name}" for name in packages],
+        "--property SubState": [f"{key}={value}" for timer in timers
+                                for key, value in (("Id", timer), ("SubState", "waiting"))],
+        "--property UnitFileState": [f"{key}={value}" for timer in timers
+                                     for key, value in (("Id", timer),
+                                                        ("UnitFileState", "enabled"))],
+        "CORRAL MANAGED BLOCK": shell.bashrc_block().splitlines(),
+    }
 
 
 @dataclass
@@ -135,6 +186,7 @@ class Run:
     report: dict
     events: dict
     data: dict
+    answers: dict
 
     def commands(self, host, with_user=False):
         found = [e for e in self.events[f"@fake/{host}"] if "run" in e]
@@ -143,40 +195,23 @@ class Run:
     def uploads(self, host):
         return {e["put"]: e["content"] for e in self.events[f"@fake/{host}"] if "put" in e}
 
-    def position(self, host, predicate):
-        """Index of the first event on ``host`` for which ``predicate`` holds."""
+    def position(self, host, predicate, after=-1):
+        """Index of the first event on ``host`` past ``after`` for which ``predicate`` holds."""
         for index, event in enumerate(self.events[f"@fake/{host}"]):
-            if predicate(event):
+            if index > after and predicate(event):
                 return index
         raise AssertionError(f"{host}: no such event")
 
     def installed(self, host):
         """The packages each non-interactive apt-get install was asked for."""
-        return [c.removeprefix(base.APT_INSTALL).split() for c in self.commands(host)
-                if c.startswith(base.APT_INSTALL)]
+        return [c.removeprefix(managed.APT_INSTALL).split() for c in self.commands(host)
+                if c.startswith(managed.APT_INSTALL)]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """Every VM of a throw-away inventory deployed at once through `python -m pyinfra`."""
-    folder = tmp_path_factory.mktemp("fake-deploy")
-    (folder / "project").mkdir()
-    ca = folder / "proxy.crt"
-    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIFAKE\n-----END CERTIFICATE-----\n")
-    (folder / "vms.yaml").write_text(INVENTORY.format(
-        project=folder / "project", ca=ca, tools=TOOLS_SETTINGS))
-    inventory = load_inventory(folder / "vms.yaml")
-
-    hosts, data = {}, {}
-    for name, distro in {**DISTROS, **TOOLS}.items():
-        data[name] = _pyinfra_host(inventory.vms[name])
-        assert roles.preflight(data[name], roles.selected(data[name])) == []
-        hosts[f"@fake/{name}"] = {
-            **data[name],
-            "fake_responses": {"distro_id=": _probe_answer(distro, data[name]),
-                               "dpkg -l": []},
-            "fake_delay": 0, "fake_delay_jitter": 0,
-        }
+def _deploy(folder, data, answers):
+    """Run pyinfra's CLI once on every host, each answering with its canned ``answers``."""
+    hosts = {f"@fake/{name}": {**data[name], "fake_responses": answers[name],
+                               "fake_delay": 0, "fake_delay_jitter": 0} for name in data}
     (folder / "hosts.json").write_text(json.dumps(hosts))
     (folder / "inventory.py").write_text(INVENTORY_PY)
     (folder / "driver.py").write_text(DRIVER_PY)
@@ -197,16 +232,54 @@ def run(tmp_path_factory):
         cwd=paths.ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     output = result.stdout + result.stderr
     assert (folder / "report.json").exists(), output
-    return Run(output=output, code=result.returncode,
+    return Run(output=output, code=result.returncode, answers=answers,
                report=json.loads((folder / "report.json").read_text()),
                events=json.loads((folder / "events.json").read_text()), data=data)
 
 
-ALL_HOSTS = [*DISTROS, *TOOLS]
+@pytest.fixture(scope="module")
+def host_data(tmp_path_factory):
+    """The pyinfra host data of every VM of a throw-away corral inventory."""
+    folder = tmp_path_factory.mktemp("fake-inventory")
+    (folder / "project").mkdir()
+    ca = folder / "proxy.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIFAKE\n-----END CERTIFICATE-----\n")
+    (folder / "vms.yaml").write_text(INVENTORY.format(
+        project=folder / "project", ca=ca, tools=TOOLS_SETTINGS))
+    inventory = load_inventory(folder / "vms.yaml")
+    spec = importlib.util.spec_from_file_location(
+        "corral_inventory_file", paths.ROOT / "inventory" / "inventory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    data = {}
+    for name in ALL_HOSTS:
+        data[name] = _pyinfra_host(module, inventory.vms[name])
+        assert roles.preflight(data[name], roles.selected(data[name])) == []
+    return data
 
 
-def test_pyinfra_exits_cleanly_on_every_distribution(run):
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, host_data):
+    """Every VM deployed on a fresh guest, all in one run of `python -m pyinfra`."""
+    answers = {name: {"distro_id=": _probe_answer(ALL_DISTROS[name], host_data[name]),
+                      "dpkg -l": []} for name in host_data}
+    return _deploy(tmp_path_factory.mktemp("fake-deploy"), host_data, answers)
+
+
+@pytest.fixture(scope="module")
+def converged(tmp_path_factory, host_data, run):
+    """Every VM deployed again, on the guest the first run left behind."""
+    answers = {name: _converged(ALL_DISTROS[name], host_data[name], run, name)
+               for name in host_data}
+    return _deploy(tmp_path_factory.mktemp("fake-converged"), host_data, answers)
+
+
+def test_one_pyinfra_run_provisions_vms_that_get_different_roles(run):
+    # Roles share lines of deploy.py; pyinfra must still tell their operations apart.
+    assert roles.selected(run.data["noble"]) != roles.selected(run.data["tools-amd64"])
     assert run.code == 0, run.output
+    assert "Cycle detected" not in run.output
 
 
 @pytest.mark.parametrize("host", ALL_HOSTS)
@@ -261,8 +334,7 @@ def test_github_cli_source_is_signed_by_the_pinned_keyring_whatever_the_codename
 @pytest.mark.parametrize("host", DISTROS)
 def test_github_cli_is_installed_after_its_repository_is_known_to_apt(run, host):
     listed = run.position(host, lambda e: e.get("put", "").endswith("github-cli.list"))
-    updated = run.position(host, lambda e: e.get("run") == "apt-get update"
-                           and run.events[f"@fake/{host}"].index(e) > listed)
+    updated = run.position(host, lambda e: e.get("run") == "apt-get update", after=listed)
     installed = run.position(host, lambda e: e.get("run", "").endswith(" gh"))
     assert listed < updated < installed
 
@@ -317,6 +389,7 @@ def test_a_missing_agent_user_is_created_with_bash(run, host):
 
 @pytest.mark.parametrize("host", ALL_HOSTS)
 def test_the_probe_alone_answers_for_every_managed_path(run, host):
+    # A path a role manages but does not list in probed_paths costs pyinfra fact round trips.
     managed = common.managed_paths(run.data[host])
     absolute = {p.replace("~/", "/home/corral/", 1)
                 for kind in managed.values() for p in kind}
@@ -355,16 +428,10 @@ def test_opencode_comes_from_npm_at_its_pin_and_reads_the_key_from_the_environme
     assert config["autoupdate"] is False
 
 
-# Debian architecture -> (Go's, Rust's target, OpenCode's) name for it in download URLs.
-UPSTREAM_NAMES = {
-    "tools-amd64": ("amd64", "amd64", "x86_64-unknown-linux-gnu", "x64"),
-    "tools-arm64": ("arm64", "arm64", "aarch64-unknown-linux-gnu", "arm64"),
-}
-
-
 @pytest.mark.parametrize("host", TOOLS)
 def test_go_comes_from_the_pinned_tarball_for_the_guests_architecture(run, host):
-    arch, go_arch, _, _ = UPSTREAM_NAMES[host]
+    arch = TOOLS[host][4]
+    go_arch = ARCH_NAMES[arch][0]
     go = load_versions()["go"]
     url = f"{go['url']}/go{go['version']}.linux-{go_arch}.tar.gz"
     download = next(c for c in run.commands(host) if url in c)
@@ -375,7 +442,8 @@ def test_go_comes_from_the_pinned_tarball_for_the_guests_architecture(run, host)
 
 @pytest.mark.parametrize("host", TOOLS)
 def test_rustup_init_is_checked_then_run_as_the_agent(run, host):
-    arch, _, target, _ = UPSTREAM_NAMES[host]
+    arch = TOOLS[host][4]
+    target = ARCH_NAMES[arch][1]
     rust = load_versions()["rust"]
     url = f"{rust['rustup_url']}/{rust['rustup_version']}/{target}/rustup-init"
     download = next(e for e in run.commands(host, with_user=True) if url in e["run"])
@@ -392,7 +460,8 @@ def test_rustup_init_is_checked_then_run_as_the_agent(run, host):
 
 @pytest.mark.parametrize("host", TOOLS)
 def test_opencode_release_is_the_checked_tarball_for_the_guests_architecture(run, host):
-    arch, _, _, opencode_arch = UPSTREAM_NAMES[host]
+    arch = TOOLS[host][4]
+    opencode_arch = ARCH_NAMES[arch][2]
     opencode = load_versions()["opencode"]
     url = (f"{opencode['release_url']}/v{opencode['version']}/"
            f"opencode-linux-{opencode_arch}.tar.gz")
@@ -403,7 +472,7 @@ def test_opencode_release_is_the_checked_tarball_for_the_guests_architecture(run
 
 @pytest.mark.parametrize("host", TOOLS)
 def test_apt_sources_name_the_guests_architecture(run, host):
-    arch = UPSTREAM_NAMES[host][0]
+    arch = TOOLS[host][4]
     source = run.uploads(host)["/etc/apt/sources.list.d/github-cli.list"]
     assert source.startswith(f"deb [arch={arch} signed-by=")
 
@@ -418,3 +487,20 @@ def test_toolchains_from_the_distribution_and_the_path_to_the_downloaded_ones(ru
     profile = run.uploads(host)["/etc/profile.d/corral.sh"]
     for entry in ("$HOME/.local/bin", "/usr/local/go/bin", "$HOME/go/bin", "$HOME/.cargo/bin"):
         assert f'PATH="$PATH:{entry}"' in profile
+
+
+@pytest.mark.parametrize("host", ALL_HOSTS)
+def test_a_second_run_on_the_converged_guest_changes_nothing(converged, host):
+    entry = converged.report[f"@fake/{host}"]
+    assert entry["failed"] is False
+    assert {op["name"].split(" | ")[0] for op in entry["ops"]} == set(
+        roles.selected(converged.data[host]))
+    assert [op["name"] for op in entry["ops"] if op["status"] != "unchanged"] == []
+    assert converged.uploads(host) == {}
+
+
+@pytest.mark.parametrize("host", ALL_HOSTS)
+def test_a_second_run_only_asks_questions_it_was_answered(converged, host):
+    matchers = converged.answers[host]
+    assert [c for c in converged.commands(host) if not any(m in c for m in matchers)] == []
+    assert sum("distro_id=" in c for c in converged.commands(host)) == 1
