@@ -178,10 +178,13 @@ def _tools(tmp_path, monkeypatch, **scripts: str):
 
 def test_ensure_daemon_starts_incusd_in_the_background_without_systemd(tmp_path, monkeypatch,
                                                                         capsys):
-    # The stand-in daemon answers once it has started (it leaves a marker file).
+    # The stand-in daemon answers once it has started (it leaves a marker file); like the
+    # real one, `incus admin waitready` returns only when it does (here within 10 s).
     marker = tmp_path / "started"
     calls = _tools(tmp_path, monkeypatch,
-                   incus=f'[ "$1" = query ] && {{ [ -e {marker} ] || exit 1; }}\nexit 0',
+                   incus=(f'[ "$1" = query ] && {{ [ -e {marker} ] || exit 1; }}\n'
+                          f'[ "$1" = admin ] && for i in $(seq 100); do '
+                          f'[ -e {marker} ] && exit 0; sleep 0.1; done\nexit 0'),
                    incusd=f"touch {marker}")
     monkeypatch.setattr(hostsetup, "INCUSD", str(tmp_path / "bin" / "incusd"))
     monkeypatch.setattr(hostsetup, "INCUSD_LOG", tmp_path / "log" / "incusd.log")
